@@ -1,0 +1,37 @@
+# The two set-up commands of the README are `make run` and `make test`;
+# everything else here is what they call.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint install system-deps kafka-jars bench clean
+
+run: install kafka-jars  ## install everything, run the worker on embedded Kafka + PostgreSQL
+	$(BIN)/streamapp run
+
+test: install kafka-jars lint  ## install everything, lint, run the whole test suite
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+install: system-deps $(STAMP)
+
+system-deps:
+	@tools/ensure-system-deps.sh
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+kafka-jars: install  ## resolve Apache Kafka's jars from Maven Central (cached)
+	@$(BIN)/python -c "from streamapp.embedded.kafka import ensure_kafka_libs; \
+	from streamapp.settings import get_settings; print('kafka jars:', ensure_kafka_libs(get_settings().cache_dir))"
+
+clean:
+	rm -rf $(VENV) .streamapp .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""Faust agents, one module per consumed topic; Faust autodiscovery imports them."""

@@ -1,0 +1,250 @@
+"""The ``streamapp`` command line.
+
+click because Faust already depends on it (one CLI library in the tree). Every
+expected failure (bad setting, unreachable service) prints one line prefixed
+``streamapp: error:`` and exits 2 (bad input) or 1 (service failure), never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import click
+import faust
+from pydantic import ValidationError
+
+from streamapp.db import upgrade
+from streamapp.embedded.process import ChildProcess, free_port
+from streamapp.embedded.stack import EmbeddedStack, service_env
+from streamapp.errors import ConfigurationError, StreamappError
+from streamapp.settings import Settings, get_settings
+from streamapp.topics import ensure_topics
+
+logger = logging.getLogger("streamapp")
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+WORKER_STOP_TIMEOUT = 30.0
+WORKER_READY_TIMEOUT = 120.0
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid setting: {problems}") from None
+
+
+def _require_kafka(settings: Settings) -> str:
+    if not settings.kafka_bootstrap_servers:
+        raise ConfigurationError("KAFKA_BOOTSTRAP_SERVERS is not set (or use `streamapp run` for embedded services)")
+    return settings.kafka_bootstrap_servers
+
+
+def _require_database(settings: Settings) -> str:
+    if settings.database_url is None:
+        raise ConfigurationError("DATABASE_URL is not set (or use `streamapp run` for embedded services)")
+    return settings.database_url.get_secret_value()
+
+
+def _raise_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt so ``finally`` blocks stop child services."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@click.group()
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="Log level of this command (not of the worker).",
+)
+def cli(log_level: str) -> None:
+    """streamapp: shop events in, customer emails, SMS, credits and admin alerts out."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_level != "debug":
+        # Alembic narrates every plugin it loads at INFO; keep the migration lines only.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)
+
+
+@cli.command()
+@click.option(
+    "--web-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Worker HTTP port (default: STREAMAPP_WEB_PORT, 6066).",
+)
+def run(web_port: int | None) -> None:
+    """Run the worker on embedded Kafka and PostgreSQL (unless KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL are set).
+
+    Starts the services, applies migrations, creates topics, starts a worker and
+    waits; Ctrl-C (or SIGTERM) stops the worker, then the services.
+    """
+    base = _settings()
+    if web_port is not None:
+        base = base.model_copy(update={"web_port": web_port})
+    if base.web_port == 0:
+        base = base.model_copy(update={"web_port": free_port()})
+    _raise_on_sigterm()
+    try:
+        with EmbeddedStack(base) as settings:
+            _prepare(settings)
+            env_file = _write_env_file(settings)
+            worker = _spawn_worker(settings)
+            try:
+                click.echo(f"broker      {settings.kafka_bootstrap_servers}")
+                click.echo(f"worker      pid {worker.pid}, log {worker.log_path}")
+                click.echo(f"endpoints   http://{settings.web_host}:{settings.web_port}/healthz  /readyz")
+                click.echo(f"environment {env_file} (source it to point other commands at these services)")
+                _wait_ready(settings, worker)
+                click.echo("ready       (Ctrl-C stops the worker, then Kafka and PostgreSQL)")
+                code = _wait_exit(worker)
+                raise click.ClickException(f"the worker exited with code {code}:\n{worker.log_tail()}")
+            finally:
+                worker.stop(signal.SIGTERM, timeout=WORKER_STOP_TIMEOUT)
+    except KeyboardInterrupt:
+        click.echo("stopped")
+
+
+@cli.command()
+def services() -> None:
+    """Start embedded Kafka and PostgreSQL (with migrations and topics) and wait for Ctrl-C."""
+    _raise_on_sigterm()
+    try:
+        with EmbeddedStack(_settings()) as settings:
+            _prepare(settings)
+            env_file = _write_env_file(settings)
+            click.echo(f"broker      {settings.kafka_bootstrap_servers}")
+            click.echo(f"environment {env_file}")
+            click.echo("ready       (Ctrl-C stops them)")
+            signal.pause()
+    except KeyboardInterrupt:
+        click.echo("stopped")
+
+
+@cli.command()
+def worker() -> None:
+    """Run one worker against KAFKA_BOOTSTRAP_SERVERS (creates missing topics first)."""
+    settings = _settings()
+    _require_kafka(settings)
+    asyncio.run(_ensure_topics(settings))
+    # Imported here: building the app reads the environment, which must be validated first.
+    from streamapp.app import app  # noqa: PLC0415
+
+    faust.Worker(app, loglevel=_faust_level(settings.log_level)).execute_from_commandline()
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Target migration.")
+def db_upgrade(revision: str) -> None:
+    """Apply schema migrations to DATABASE_URL."""
+    upgrade(_require_database(_settings()), revision)
+    click.echo(f"database at {revision}")
+
+
+@cli.group()
+def topics() -> None:
+    """Kafka topics."""
+
+
+@topics.command("create")
+def topics_create() -> None:
+    """Create missing topics on KAFKA_BOOTSTRAP_SERVERS; check the partition count of existing ones."""
+    settings = _settings()
+    _require_kafka(settings)
+    created = asyncio.run(_ensure_topics(settings))
+    click.echo(f"created: {', '.join(created)}" if created else "all topics exist")
+
+
+async def _ensure_topics(settings: Settings) -> list[str]:
+    return await ensure_topics(settings)
+
+
+def _prepare(settings: Settings) -> None:
+    upgrade(_require_database(settings))
+    asyncio.run(_ensure_topics(settings))
+
+
+def _faust_level(level: str) -> str:
+    return {"warning": "warn", "critical": "crit"}.get(level.lower(), level.lower())
+
+
+def _write_env_file(settings: Settings) -> Path:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / "embedded.env"
+    # The file holds the throwaway database's password: readable by this user only.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.writelines(f"export {key}='{value}'\n" for key, value in service_env(settings).items())
+    return path
+
+
+def _spawn_worker(settings: Settings) -> ChildProcess:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **service_env(settings), "STREAMAPP_WEB_PORT": str(settings.web_port)}
+    return ChildProcess(
+        "worker",
+        [sys.executable, "-m", "streamapp", "worker"],
+        log_path=settings.data_dir / "worker.log",
+        env=env,
+        death_signal=signal.SIGTERM,
+    )
+
+
+def _wait_ready(settings: Settings, worker: ChildProcess) -> None:
+    url = f"http://{settings.web_host}:{settings.web_port}/readyz"
+    deadline = time.monotonic() + WORKER_READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise click.ClickException(f"the worker exited during start-up:\n{worker.log_tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    raise click.ClickException(f"the worker was not ready within {WORKER_READY_TIMEOUT:.0f}s:\n{worker.log_tail()}")
+
+
+def _wait_exit(worker: ChildProcess) -> int:
+    while (code := worker.poll()) is None:
+        time.sleep(0.5)
+    return code
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning expected errors into one-line messages."""
+    try:
+        cli(standalone_mode=True)
+    except ConfigurationError as exc:
+        click.echo(f"streamapp: error: {exc}", err=True)
+        sys.exit(2)
+    except StreamappError as exc:
+        click.echo(f"streamapp: error: {exc}", err=True)
+        sys.exit(1)

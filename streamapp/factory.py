@@ -1,0 +1,50 @@
+"""Builds the Faust application from the settings; importing this module has no side effects."""
+
+from __future__ import annotations
+
+import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import CollectorRegistry
+
+from streamapp.errors import ConfigurationError
+from streamapp.settings import Settings
+from streamapp.web import install_health_views
+
+
+def broker_urls(bootstrap_servers: str) -> list[str]:
+    """``host:port,host:port`` as Faust broker URLs."""
+    hosts = [host.strip() for host in bootstrap_servers.split(",") if host.strip()]
+    if not hosts:
+        raise ConfigurationError("KAFKA_BOOTSTRAP_SERVERS is empty")
+    return [f"kafka://{host}" for host in hosts]
+
+
+def create_app(settings: Settings, *, autodiscover: bool = True) -> faust.App:
+    """A Faust app configured from ``settings``.
+
+    Deliberate choices:
+    - at-least-once processing: Faust's exactly-once mode has open bugs
+      (faust-streaming #517, #323, #177); effects are made idempotent instead.
+    - ``memory://`` table store: tables live in memory and are rebuilt from their
+      compacted changelog topics on every start and rebalance.
+    - ``earliest`` offset reset: events produced before a group's first start count.
+    """
+    app = faust.App(
+        settings.app_id,
+        broker=broker_urls(settings.kafka_bootstrap_servers or "127.0.0.1:9092"),
+        store="memory://",
+        processing_guarantee="at_least_once",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,
+        consumer_auto_offset_reset="earliest",
+        datadir=str(settings.data_dir),
+        web_host=settings.web_host,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        autodiscover=["agents"] if autodiscover else False,
+        origin="streamapp",
+    )
+    install_health_views(app)
+    # One registry per app: two apps in one process must not collide on metric names.
+    setup_prometheus_sensors(app, "/metrics", registry=CollectorRegistry(), name_prefix="streamapp")
+    return app

@@ -1,0 +1,59 @@
+"""The one settings object every component reads.
+
+Every field has an environment name: ``STREAMAPP_<FIELD>``, except the two that
+the wider ecosystem already names (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``).
+Leaving those two unset means "use the embedded broker and database"
+(see :mod:`streamapp.embedded`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "streamapp"
+
+
+class Settings(BaseSettings):
+    """Frozen configuration; build it once per process with :func:`get_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMAPP_", frozen=True, extra="ignore", populate_by_name=True)
+
+    app_id: str = Field("streamapp", description="Faust application id: consumer group and changelog prefix.")
+    kafka_bootstrap_servers: str | None = Field(
+        None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "STREAMAPP_KAFKA_BOOTSTRAP_SERVERS"),
+        description="host:port[,host:port]; unset means the embedded broker.",
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("DATABASE_URL", "STREAMAPP_DATABASE_URL"),
+        description="postgresql://user:password@host:port/db; unset means the embedded PostgreSQL.",
+    )
+    topic_prefix: str = Field("", description="Prefix of every topic name (isolates tests and environments).")
+    topic_partitions: int = Field(4, ge=1, description="Partitions of every topic streamapp creates.")
+    topic_replication_factor: int = Field(1, ge=1, description="Replication factor of created topics.")
+    web_host: str = Field("127.0.0.1", description="Bind address of the worker's HTTP endpoints.")
+    web_port: int = Field(6066, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics.")
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field("info", description="Worker log level.")
+    data_dir: Path = Field(Path(".streamapp"), description="Worker state folder (Faust data dir).")
+    cache_dir: Path = Field(default_factory=_default_cache_dir, description="Where resolved Kafka jars are kept.")
+    smtp_host: str = Field("127.0.0.1", description="SMTP server host.")
+    smtp_port: int = Field(1025, ge=1, le=65535, description="SMTP server port.")
+    smtp_username: str | None = Field(None, description="SMTP login, if the server wants one.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password.")
+    smtp_from: str = Field("shop@streamapp.local", description="Envelope sender of customer emails.")
+    postgres_bin_dir: Path | None = Field(None, description="Folder of initdb/postgres for the embedded database.")
+    secret_key: SecretStr | None = Field(None, description="Key that encrypts provider credentials at rest.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

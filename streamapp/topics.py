@@ -1,0 +1,88 @@
+"""The topic contracts: names, retention policy, and their creation."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from streamapp.errors import ConfigurationError
+from streamapp.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic of the contract; ``name`` is before the settings' prefix."""
+
+    name: str
+    description: str
+    compacted: bool = False
+
+
+ORDERS = TopicSpec("orders", "Order lifecycle events from the shop front (order submitted, reorder, lead).")
+JOB_STATUS = TopicSpec("job-status", "Production job events (status changes, artwork, tracking).")
+PAYMENTS = TopicSpec("payments", "Payment and invoice events (payment succeeded, invoice sent/paid).")
+ACTIONS = TopicSpec("actions", "Effects decided by the rule engine, consumed by the sinks.")
+DEAD_LETTERS = TopicSpec("dead-letters", "Input that could not be processed, with the reason and original bytes.")
+SHOP_CONFIG = TopicSpec("shop-config", "Shop configuration log (rules, templates); compacted.", compacted=True)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (ORDERS, JOB_STATUS, PAYMENTS, ACTIONS, DEAD_LETTERS, SHOP_CONFIG)
+
+
+def topic_name(settings: Settings, spec: TopicSpec) -> str:
+    """The topic's name on the broker."""
+    return f"{settings.topic_prefix}{spec.name}"
+
+
+async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS) -> list[str]:
+    """Create missing topics; refuse existing ones whose partition count differs.
+
+    Tables are co-partitioned with their source topics, so a topic with another
+    partition count than ``settings.topic_partitions`` is a configuration error,
+    not something to paper over. Returns the names that were created.
+    """
+    if not settings.kafka_bootstrap_servers:
+        raise ConfigurationError("KAFKA_BOOTSTRAP_SERVERS is not set")
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    created: list[str] = []
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [spec for spec in specs if topic_name(settings, spec) not in existing]
+        if wanted:
+            new = [
+                NewTopic(
+                    name=topic_name(settings, spec),
+                    num_partitions=settings.topic_partitions,
+                    replication_factor=settings.topic_replication_factor,
+                    topic_configs={"cleanup.policy": "compact"} if spec.compacted else {},
+                )
+                for spec in wanted
+            ]
+            response = await admin.create_topics(new)
+            for name, code, message in _topic_errors(response):
+                if code and code != TopicAlreadyExistsError.errno:
+                    raise ConfigurationError(f"could not create topic {name}: error {code} {message or ''}".rstrip())
+            created = [topic.name for topic in new]
+            logger.info("Created topics %s", ", ".join(created))
+        names = [topic_name(settings, spec) for spec in specs]
+        for description in await admin.describe_topics(names):
+            count = len(description["partitions"])
+            if count != settings.topic_partitions:
+                raise ConfigurationError(
+                    f"topic {description['topic']} has {count} partitions but STREAMAPP_TOPIC_PARTITIONS is "
+                    f"{settings.topic_partitions}; tables need them equal"
+                )
+    finally:
+        await admin.close()
+    return created
+
+
+def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:
+    # CreateTopicsResponse v1+ carries (name, code, message); v0 carries (name, code).
+    rows = getattr(response, "topic_errors", None) or getattr(response, "topic_error_codes", [])
+    return [(row[0], row[1], row[2] if len(row) > 2 else None) for row in rows]

@@ -1,0 +1,110 @@
+"""Session services for the tests: the real Apache Kafka broker and PostgreSQL.
+
+Started once per test run unless KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL point at
+running ones. Each test gets its own topic prefix, consumer group and database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from pydantic import SecretStr
+
+from streamapp.embedded.kafka import EmbeddedKafka, ensure_kafka_libs
+from streamapp.embedded.postgres import EmbeddedPostgres
+from streamapp.settings import Settings
+from tests.harness.services import Worker
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(base_settings: Settings) -> Iterator[str]:
+    if base_settings.kafka_bootstrap_servers:
+        yield base_settings.kafka_bootstrap_servers
+        return
+    with EmbeddedKafka(ensure_kafka_libs(base_settings.cache_dir)) as kafka:
+        yield kafka.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def postgres_url(base_settings: Settings) -> Iterator[str]:
+    if base_settings.database_url is not None:
+        yield base_settings.database_url.get_secret_value()
+        return
+    with EmbeddedPostgres(base_settings.postgres_bin_dir) as postgres:
+        yield postgres.url()
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> str:
+    """A fresh, empty database for this test on the session's server."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def settings_factory(kafka_bootstrap: str, tmp_path: Path) -> Callable[..., Settings]:
+    """Settings isolated to one test: its own app id (consumer group), topic prefix and data dir."""
+    run_id = uuid.uuid4().hex[:10]
+
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "app_id": f"test-{run_id}",
+            "topic_prefix": f"t{run_id}.",
+            "kafka_bootstrap_servers": kafka_bootstrap,
+            "data_dir": tmp_path / "state",
+            "topic_partitions": 4,
+        }
+        values.update(overrides)
+        if isinstance(values.get("database_url"), str):
+            values["database_url"] = SecretStr(str(values["database_url"]))
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return make
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment under which a subprocess builds the same settings."""
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+        "STREAMAPP_APP_ID": settings.app_id,
+        "STREAMAPP_TOPIC_PREFIX": settings.topic_prefix,
+        "STREAMAPP_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "STREAMAPP_DATA_DIR": str(settings.data_dir),
+    }
+    if settings.database_url is not None:
+        env["DATABASE_URL"] = settings.database_url.get_secret_value()
+    return env
+
+
+@pytest.fixture
+def worker_factory(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """Starts Faust workers as subprocesses; every one is stopped (bounded) at teardown."""
+    started: list[Worker] = []
+
+    def start(app: str, env: dict[str, str]) -> Worker:
+        worker = Worker(app, env, tmp_path / f"worker-{len(started)}.log")
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
