@@ -135,6 +135,18 @@ def _write_properties(path: Path, props: dict[str, str]) -> None:
     path.write_text("".join(f"{key}={value}\n" for key, value in props.items()))
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 bytes, URL-safe base64, no padding.
+
+    Like Kafka's ``Uuid.randomUuid()``, never one that starts with '-': the
+    storage tool's argument parser would read it as an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 async def _metadata_round_trip(bootstrap: str) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
     await admin.start()
@@ -182,7 +194,7 @@ class EmbeddedKafka:
         config = self.workdir / "server.properties"
         _write_properties(config, server_properties(self.workdir / "data", self.broker_port, self.controller_port))
         (self.workdir / "log4j2.properties").write_text(_LOG4J2)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         fmt = subprocess.run(  # noqa: S603
             self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
             capture_output=True,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streamapp.embedded.kafka import ensure_kafka_libs, server_properties
+from streamapp.embedded.kafka import ensure_kafka_libs, new_cluster_id, server_properties
 from streamapp.embedded.postgres import find_postgres_bindir
 from streamapp.errors import ConfigurationError
 from streamapp.factory import broker_urls
@@ -38,3 +38,10 @@ def test_missing_pom_is_a_configuration_error(tmp_path: Path) -> None:
 def test_postgres_bindir_must_hold_the_server(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="initdb, postgres"):
         find_postgres_bindir(tmp_path)
+
+
+def test_cluster_ids_never_look_like_an_option() -> None:
+    # One id in 64 would start with '-' if drawn naively; 5000 draws miss that with odds of about e^-78.
+    ids = [new_cluster_id() for _ in range(5000)]
+    assert all(len(cid) == 22 and not cid.startswith("-") for cid in ids)
+    assert len(set(ids)) == len(ids)
