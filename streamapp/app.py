@@ -1,4 +1,4 @@
-"""The module-level Faust ``app`` that the agents attach to.
+"""The module-level Faust ``app`` (and its :class:`~streamapp.runtime.Runtime`) that agents attach to.
 
 This module never imports ``agents``: Faust's autodiscovery imports them when a
 worker starts, so the import graph stays ``agents -> streamapp -> schemas``.
@@ -7,7 +7,8 @@ Importing it builds the app from the environment's settings.
 
 from __future__ import annotations
 
-from streamapp.factory import create_app
+from streamapp.runtime import build_runtime
 from streamapp.settings import get_settings
 
-app = create_app(get_settings())
+runtime = build_runtime(get_settings())
+app = runtime.app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
@@ -19,7 +21,13 @@ def broker_urls(bootstrap_servers: str) -> list[str]:
     return [f"kafka://{host}" for host in hosts]
 
 
-def create_app(settings: Settings, *, autodiscover: bool = True) -> faust.App:
+def create_app(
+    settings: Settings,
+    *,
+    autodiscover: bool = True,
+    registry: CollectorRegistry | None = None,
+    ready_checks: Sequence[Callable[[], bool]] = (),
+) -> faust.App:
     """A Faust app configured from ``settings``.
 
     Deliberate choices:
@@ -37,14 +45,14 @@ def create_app(settings: Settings, *, autodiscover: bool = True) -> faust.App:
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
         consumer_auto_offset_reset="earliest",
+        broker_commit_interval=settings.commit_interval_seconds,
         datadir=str(settings.data_dir),
         web_host=settings.web_host,
         web_bind=settings.web_host,
         web_port=settings.web_port,
         autodiscover=["agents"] if autodiscover else False,
-        origin="streamapp",
     )
-    install_health_views(app)
+    install_health_views(app, ready_checks)
     # One registry per app: two apps in one process must not collide on metric names.
-    setup_prometheus_sensors(app, "/metrics", registry=CollectorRegistry(), name_prefix="streamapp")
+    setup_prometheus_sensors(app, "/metrics", registry=registry or CollectorRegistry(), name_prefix="streamapp")
     return app

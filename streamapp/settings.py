@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("", description="Prefix of every topic name (isolates tests and environments).")
     topic_partitions: int = Field(4, ge=1, description="Partitions of every topic streamapp creates.")
     topic_replication_factor: int = Field(1, ge=1, description="Replication factor of created topics.")
+    commit_interval_seconds: float = Field(
+        2.8, gt=0, le=60, description="How often a worker commits consumed offsets (after flushing its sends)."
+    )
     web_host: str = Field("127.0.0.1", description="Bind address of the worker's HTTP endpoints.")
     web_port: int = Field(6066, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics.")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field("info", description="Worker log level.")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 
@@ -29,3 +30,45 @@ async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes, byt
     finally:
         await producer.stop()
     return len(futures)
+
+
+async def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
+    """Messages of ``topics`` not yet committed by consumer group ``group`` (all partitions)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        described = await admin.describe_topics(topics)
+        partitions = [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
+        ends = await consumer.end_offsets(partitions)
+        committed = await admin.list_consumer_group_offsets(group)
+        return sum(end - (committed[tp].offset if tp in committed else 0) for tp, end in ends.items())
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic``, from the beginning to the end offsets as of the call."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while not consumer.assignment():  # no group: every partition, once metadata arrives
+                for batch in (await consumer.getmany(timeout_ms=100)).values():
+                    records.extend(batch)
+            partitions = list(consumer.assignment())
+            ends = await consumer.end_offsets(partitions)
+            remaining = {tp for tp in partitions if ends[tp] > await consumer.position(tp)}
+            while remaining:
+                for tp, batch in (await consumer.getmany(*remaining, timeout_ms=500)).items():
+                    records.extend(batch)
+                    if await consumer.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return records

@@ -1,0 +1,27 @@
+"""Dead letters: input that could not be processed, the values of the ``dead-letters`` topic.
+
+Message key: the original message's key, unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AwareDatetime, Field
+
+from schemas.common import Outgoing
+
+Reason = Literal["invalid_json", "invalid_event", "unknown_type", "not_an_object", "too_large"]
+
+
+class DeadLetter(Outgoing):
+    """One rejected message: why, where it was, and its exact bytes (base64)."""
+
+    reason: Reason
+    detail: str = Field(max_length=4000, description="Human-readable explanation, e.g. the failing field.")
+    topic: str
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    key_b64: str | None = Field(description="The original key, base64; null if the message had none.")
+    value_b64: str | None = Field(description="The original value, base64; null for a tombstone.")
+    rejected_at: AwareDatetime

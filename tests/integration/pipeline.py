@@ -1,0 +1,117 @@
+"""Drives the real streamapp worker: publish shop config, produce events, drain, read results."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas.actions import Action
+from schemas.config import EmailTemplate, OrderCountRule, ShopProfile
+from schemas.deadletter import DeadLetter
+from streamapp import shop_config
+from streamapp.settings import Settings
+from streamapp.topics import ACTIONS, DEAD_LETTERS, PAYMENTS, topic_name
+from tests.harness.services import Worker, wait_for
+from tests.integration.kafka_helpers import group_lag, produce, read_all
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Pipeline:
+    """One running worker (or several) of ``settings``' app, and ways to talk to it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.bootstrap = settings.kafka_bootstrap_servers or ""
+        self.payments = topic_name(settings, PAYMENTS)
+        self.internal = f"{settings.app_id}-payments-by-customer"
+        self.workers: list[Worker] = []
+
+    # -- shop configuration ---------------------------------------------------------------
+    def publish(self, record: ShopProfile | EmailTemplate | OrderCountRule) -> None:
+        asyncio.run(shop_config.publish(self.settings, record))
+
+    def add_rule(self, shop: str, name: str, orders: int, action: str, **fields: Any) -> OrderCountRule:
+        moment = now()
+        rule = OrderCountRule(
+            shop_id=shop,
+            rule_id=uuid.uuid4().hex[:12],
+            name=name,
+            orders=orders,
+            action=action,  # type: ignore[arg-type]
+            effective_at=moment,
+            updated_at=moment,
+            **fields,
+        )
+        self.publish(rule)
+        return rule
+
+    def switch(self, rule: OrderCountRule, enabled: bool) -> OrderCountRule:
+        moment = now()
+        changed = rule.model_copy(
+            update={"enabled": enabled, "updated_at": moment, **({"effective_at": moment} if enabled else {})}
+        )
+        self.publish(changed)
+        return changed
+
+    def add_template(self, shop: str, key: str, subject: str, body: str) -> None:
+        self.publish(EmailTemplate(shop_id=shop, key=key, subject=subject, body=body, updated_at=now()))
+
+    # -- events ---------------------------------------------------------------------------
+    def pay(
+        self,
+        shop: str,
+        customer: str,
+        order: str,
+        *,
+        event_id: str | None = None,
+        occurred_at: datetime | None = None,
+        name: str = "Ann Lee",
+        key: bytes | None = None,
+    ) -> str:
+        event_id = event_id or uuid.uuid4().hex
+        value = {
+            "type": "payment.succeeded",
+            "event_id": event_id,
+            "shop_id": shop,
+            "occurred_at": (occurred_at or now()).isoformat(),
+            "customer": {"customer_id": customer, "name": name, "email": f"{customer}@example.com"},
+            "order_id": order,
+            "payment_id": f"pay-{uuid.uuid4().hex[:8]}",
+            "amount_cents": 1999,
+        }
+        self.send_raw(key if key is not None else f"{shop}:{customer}".encode(), json.dumps(value).encode())
+        return event_id
+
+    def send_raw(self, key: bytes | None, value: bytes | None) -> None:
+        asyncio.run(produce(self.bootstrap, self.payments, [(key, value)]))  # type: ignore[list-item]
+
+    def drain(self, timeout: float = 60.0) -> None:
+        """Wait until the worker has committed every payment, then every re-keyed payment.
+
+        A worker commits only after flushing what it sent, so once both are committed
+        every action those events produce is on the actions topic.
+        """
+        group = self.settings.app_id
+        for topic in (self.payments, self.internal):
+            wait_for(
+                lambda t=topic: asyncio.run(group_lag(self.bootstrap, group, [t])) == 0,  # type: ignore[misc]
+                timeout=timeout,
+                what=f"group {group} to commit all of {topic}",
+                interval=0.2,
+            )
+
+    # -- results --------------------------------------------------------------------------
+    def actions(self, shop: str) -> list[Action]:
+        records = asyncio.run(read_all(self.bootstrap, topic_name(self.settings, ACTIONS)))
+        actions = [Action.model_validate_json(r.value) for r in records if r.value is not None]
+        return [a for a in actions if a.shop_id == shop]
+
+    def dead_letters(self) -> list[DeadLetter]:
+        records = asyncio.run(read_all(self.bootstrap, topic_name(self.settings, DEAD_LETTERS)))
+        return [DeadLetter.model_validate_json(r.value) for r in records if r.value is not None]

@@ -1,0 +1,171 @@
+"""Order Count Events on the real broker: counting, firing, ids, tenants, dead letters.
+
+One worker serves the module; every test uses its own shops, so they cannot see
+each other's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from streamapp.order_count import action_id
+from streamapp.settings import Settings
+from streamapp.topics import ensure_topics
+from tests.conftest import settings_env
+from tests.harness.services import Worker
+from tests.integration.pipeline import Pipeline, now
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    run = uuid.uuid4().hex[:10]
+    tmp = tmp_path_factory.mktemp("order-count")
+    settings = Settings(
+        app_id=f"oc-{run}",
+        topic_prefix=f"oc{run}.",
+        kafka_bootstrap_servers=kafka_bootstrap,
+        data_dir=tmp / "state",
+        commit_interval_seconds=0.5,
+    )
+    asyncio.run(ensure_topics(settings))
+    env = {**settings_env(settings), "STREAMAPP_COMMIT_INTERVAL_SECONDS": "0.5"}
+    worker = Worker("streamapp.app", env, tmp / "worker.log")
+    try:
+        worker.wait_ready()
+        line = Pipeline(settings)
+        line.workers.append(worker)
+        yield line
+    finally:
+        worker.stop()
+
+
+def shop() -> str:
+    return f"shop-{uuid.uuid4().hex[:8]}"
+
+
+def fired(line: Pipeline, shop_id: str) -> Counter[tuple[str, str, int]]:
+    """(rule name, customer, count) of every action of ``shop_id``, with multiplicity."""
+    return Counter((a.rule_name, a.customer_id, a.order_count) for a in line.actions(shop_id))
+
+
+def test_rules_fire_when_the_count_reaches_n_and_all_rules_at_the_same_n_fire(pipeline: Pipeline) -> None:
+    s = shop()
+    pipeline.add_template(
+        s,
+        "thanks",
+        "Thanks, {{ customer_name }}!",
+        "<p>{{ order_count }} orders at {{ shop_name }}. We put {{ credit_amount }} on your account.</p>",
+    )
+    alert = pipeline.add_rule(s, "Alert at 2", 2, "alert")
+    email = pipeline.add_rule(s, "Email at 3", 3, "email", template_key="thanks")
+    credit = pipeline.add_rule(s, "Credit at 3", 3, "credit", amount_cents=2000)
+    first = pipeline.pay(s, "c1", "o1")
+    pipeline.pay(s, "c1", "o2")
+    third = pipeline.pay(s, "c1", "o3")
+    pipeline.pay(s, "c1", "o4")
+    pipeline.drain()
+
+    actions = {a.rule_name: a for a in pipeline.actions(s)}
+    assert fired(pipeline, s) == Counter(
+        {("Alert at 2", "c1", 2): 1, ("Email at 3", "c1", 3): 1, ("Credit at 3", "c1", 3): 1}
+    )
+    assert actions["Alert at 2"].action_id == action_id(s, alert.rule_id, "c1", 2)
+    assert actions["Email at 3"].action_id == action_id(s, email.rule_id, "c1", 3)
+    assert actions["Credit at 3"].action_id == action_id(s, credit.rule_id, "c1", 3)
+    mail = actions["Email at 3"].effect
+    assert mail.channel == "email"
+    assert mail.to == "c1@example.com" and mail.subject == "Thanks, Ann Lee!"
+    assert mail.text_body == f"3 orders at {s}. We put $20.00 on your account.\n"
+    lineage = actions["Credit at 3"].lineage
+    assert lineage.event_id == third and lineage.topic == pipeline.payments
+    assert first != third
+
+
+def test_an_order_counts_once_however_often_it_is_paid_or_delivered(pipeline: Pipeline) -> None:
+    s = shop()
+    pipeline.add_rule(s, "Alert at 2", 2, "alert")
+    pipeline.add_rule(s, "Alert at 3", 3, "alert")
+    event = pipeline.pay(s, "c1", "o1")
+    pipeline.pay(s, "c1", "o1", event_id=event)  # the same event, redelivered
+    pipeline.pay(s, "c1", "o1")  # a second successful payment of the same order
+    pipeline.pay(s, "c1", "o1", event_id=event, occurred_at=now() + timedelta(days=3))  # days later
+    pipeline.drain()
+    assert fired(pipeline, s) == Counter()
+    pipeline.pay(s, "c1", "o2")
+    pipeline.pay(s, "c1", "o2", occurred_at=now() + timedelta(days=4))
+    pipeline.drain()
+    assert fired(pipeline, s) == Counter({("Alert at 2", "c1", 2): 1})
+
+
+def test_rules_are_not_retroactive_and_re_enabling_fires_only_future_crossings(pipeline: Pipeline) -> None:
+    s = shop()
+    for order in ("o1", "o2", "o3"):
+        pipeline.pay(s, "old", order)
+    pipeline.pay(s, "new", "o1")
+    pipeline.drain()
+    at_two = pipeline.add_rule(s, "Alert at 2", 2, "alert")  # "old" is already past 2
+    at_four = pipeline.add_rule(s, "Alert at 4", 4, "alert")
+    pipeline.pay(s, "old", "o4")  # reaches 4: fires
+    pipeline.pay(s, "new", "o2")  # reaches 2: fires
+    pipeline.drain()
+    assert fired(pipeline, s) == Counter({("Alert at 4", "old", 4): 1, ("Alert at 2", "new", 2): 1})
+
+    at_five = pipeline.add_rule(s, "Alert at 5", 5, "alert")
+    at_five = pipeline.switch(at_five, enabled=False)
+    pipeline.pay(s, "old", "o5")  # reaches 5 while the rule is off
+    pipeline.drain()
+    pipeline.switch(at_five, enabled=True)  # back on: 5 is behind "old", nothing fires
+    pipeline.pay(s, "old", "o6")
+    pipeline.drain()
+    assert fired(pipeline, s) == Counter({("Alert at 4", "old", 4): 1, ("Alert at 2", "new", 2): 1})
+    assert at_two.enabled and at_four.enabled
+
+
+def test_one_shops_rules_never_see_another_shops_events(pipeline: Pipeline) -> None:
+    a, b = shop(), shop()
+    pipeline.add_rule(a, "A at 1", 1, "alert")
+    pipeline.pay(b, "c1", "o1")  # same customer id, other shop
+    pipeline.drain()
+    assert fired(pipeline, a) == Counter() and fired(pipeline, b) == Counter()
+    pipeline.pay(a, "c1", "o1")
+    pipeline.drain()
+    assert fired(pipeline, a) == Counter({("A at 1", "c1", 1): 1})
+
+
+def test_wrongly_keyed_events_still_count_per_customer(pipeline: Pipeline) -> None:
+    s = shop()
+    pipeline.add_rule(s, "Alert at 3", 3, "alert")
+    for order, key in (("o1", b"garbage"), ("o2", b""), ("o3", b"other-shop:c1")):
+        pipeline.pay(s, "c1", order, key=key)
+    pipeline.drain()
+    assert fired(pipeline, s) == Counter({("Alert at 3", "c1", 3): 1})
+
+
+def test_bad_input_is_dead_lettered_with_reason_and_bytes_and_the_stream_goes_on(pipeline: Pipeline) -> None:
+    s = shop()
+    pipeline.add_rule(s, "Alert at 1", 1, "alert")
+    marker = uuid.uuid4().hex
+    bad = {
+        "invalid_json": f'{{"type": "payment.succeeded", "x": "{marker}"'.encode(),
+        "not_an_object": f'["{marker}"]'.encode(),
+        "unknown_type": f'{{"type": "payment.refunded", "event_id": "{marker}"}}'.encode(),
+        "invalid_event": f'{{"type": "payment.succeeded", "event_id": "{marker}", "shop_id": "{s}"}}'.encode(),
+    }
+    for value in bad.values():
+        pipeline.send_raw(marker.encode(), value)
+    pipeline.pay(s, "c1", "o1")
+    pipeline.drain()
+    letters = [d for d in pipeline.dead_letters() if d.key_b64 == base64.b64encode(marker.encode()).decode()]
+    assert {d.reason: base64.b64decode(d.value_b64 or "") for d in letters} == bad
+    invalid = next(d for d in letters if d.reason == "invalid_event")
+    assert "customer: Field required" in invalid.detail and invalid.topic == pipeline.payments
+    assert fired(pipeline, s) == Counter({("Alert at 1", "c1", 1): 1})
