@@ -7,8 +7,8 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint install system-deps kafka-jars bench clean
 
-run: install kafka-jars  ## install everything, run the worker on embedded Kafka + PostgreSQL
-	$(BIN)/streamapp run
+run: install kafka-jars  ## install everything, run the worker and the demo on embedded Kafka, PostgreSQL, SMTP
+	$(BIN)/streamapp run --demo
 
 test: install kafka-jars lint  ## install everything, lint, run the whole test suite
 	$(BIN)/python -m pytest
@@ -32,6 +32,10 @@ $(STAMP): pyproject.toml constraints.txt
 kafka-jars: install  ## resolve Apache Kafka's jars from Maven Central (cached)
 	@$(BIN)/python -c "from streamapp.embedded.kafka import ensure_kafka_libs; \
 	from streamapp.settings import get_settings; print('kafka jars:', ensure_kafka_libs(get_settings().cache_dir))"
+
+bench: install kafka-jars  ## measurements, not tests: embedded-service start-up, pipeline vs plain aiokafka
+	$(BIN)/python bench/startup.py 5
+	$(BIN)/python bench/pipeline.py --events 10000
 
 clean:
 	rm -rf $(VENV) .streamapp .mypy_cache .ruff_cache *.egg-info

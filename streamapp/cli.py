@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -24,7 +25,10 @@ import click
 import faust
 from pydantic import ValidationError
 
+from streamapp import demo
+from streamapp.admin import register
 from streamapp.db import upgrade
+from streamapp.embedded.mailbox import EmbeddedMailbox
 from streamapp.embedded.process import ChildProcess, free_port
 from streamapp.embedded.stack import EmbeddedStack, service_env
 from streamapp.errors import ConfigurationError, StreamappError
@@ -87,6 +91,9 @@ def cli(log_level: str) -> None:
         logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)
 
 
+register(cli)
+
+
 @cli.command()
 @click.option(
     "--web-port",
@@ -94,11 +101,13 @@ def cli(log_level: str) -> None:
     default=None,
     help="Worker HTTP port (default: STREAMAPP_WEB_PORT, 6066).",
 )
-def run(web_port: int | None) -> None:
+@click.option("--demo", is_flag=True, help="Also play the demo: a shop, its Order Count Events, a day of payments.")
+def run(web_port: int | None, demo: bool) -> None:
     """Run the worker on embedded Kafka and PostgreSQL (unless KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL are set).
 
-    Starts the services, applies migrations, creates topics, starts a worker and
-    waits; Ctrl-C (or SIGTERM) stops the worker, then the services.
+    Starts the services (and, unless STREAMAPP_SMTP_HOST is set, a local SMTP
+    mailbox that keeps messages as .eml files), applies migrations, creates topics,
+    starts a worker and waits; Ctrl-C (or SIGTERM) stops the worker, then the services.
     """
     base = _settings()
     if web_port is not None:
@@ -107,16 +116,25 @@ def run(web_port: int | None) -> None:
         base = base.model_copy(update={"web_port": free_port()})
     _raise_on_sigterm()
     try:
-        with EmbeddedStack(base) as settings:
+        with EmbeddedStack(base) as started, ExitStack() as extra:
+            settings = started
+            mailbox: EmbeddedMailbox | None = None
+            if "smtp_host" not in base.model_fields_set:
+                mailbox = extra.enter_context(EmbeddedMailbox(settings.data_dir.resolve() / "mail"))
+                settings = settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": mailbox.port})
             _prepare(settings)
             env_file = _write_env_file(settings)
             worker = _spawn_worker(settings)
             try:
                 click.echo(f"broker      {settings.kafka_bootstrap_servers}")
                 click.echo(f"worker      pid {worker.pid}, log {worker.log_path}")
-                click.echo(f"endpoints   http://{settings.web_host}:{settings.web_port}/healthz  /readyz")
+                click.echo(f"endpoints   http://{settings.web_host}:{settings.web_port}/healthz  /readyz  /metrics")
+                if mailbox is not None:
+                    click.echo(f"mailbox     smtp://127.0.0.1:{mailbox.port}, messages kept in {mailbox.folder}")
                 click.echo(f"environment {env_file} (source it to point other commands at these services)")
                 _wait_ready(settings, worker)
+                if demo:
+                    _play_demo(settings, mailbox)
                 click.echo("ready       (Ctrl-C stops the worker, then Kafka and PostgreSQL)")
                 code = _wait_exit(worker)
                 raise click.ClickException(f"the worker exited with code {code}:\n{worker.log_tail()}")
@@ -124,6 +142,22 @@ def run(web_port: int | None) -> None:
                 worker.stop(signal.SIGTERM, timeout=WORKER_STOP_TIMEOUT)
     except KeyboardInterrupt:
         click.echo("stopped")
+
+
+def _play_demo(settings: Settings, mailbox: EmbeddedMailbox | None) -> None:
+    database_url = _require_database(settings)
+    asyncio.run(demo.seed(settings))
+    sent = asyncio.run(demo.play(settings))
+    seen = asyncio.run(demo.wait_for_effects(database_url))
+    shop = demo.SHOP
+    credits = ", ".join(f"{who} {amount}" for who, amount in asyncio.run(demo.balances(database_url)).items())
+    where = f"kept in {mailbox.folder}" if mailbox is not None else f"via {settings.smtp_host}:{settings.smtp_port}"
+    click.echo(f"demo        shop {shop}: {sent} payment messages (one redelivered, one malformed)")
+    click.echo(f"  credits   {credits}   -> streamapp ledger balance --shop {shop} --customer ann")
+    click.echo(f"  emails    {seen['emails']} sent, {where}")
+    click.echo(f"  alerts    {seen['alerts']}   -> streamapp alerts list --shop {shop}")
+    click.echo(f"  rules     -> streamapp rules list --shop {shop}")
+    click.echo(f"  rejected  1 malformed payment on topic {settings.topic_prefix}dead-letters")
 
 
 @cli.command()
@@ -147,6 +181,7 @@ def worker() -> None:
     """Run one worker against KAFKA_BOOTSTRAP_SERVERS (creates missing topics first)."""
     settings = _settings()
     _require_kafka(settings)
+    _require_database(settings)
     asyncio.run(_ensure_topics(settings))
     # Imported here: building the app reads the environment, which must be validated first.
     from streamapp.app import app  # noqa: PLC0415
@@ -206,7 +241,13 @@ def _write_env_file(settings: Settings) -> Path:
 
 def _spawn_worker(settings: Settings) -> ChildProcess:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **service_env(settings), "STREAMAPP_WEB_PORT": str(settings.web_port)}
+    env = {
+        **os.environ,
+        **service_env(settings),
+        "STREAMAPP_WEB_PORT": str(settings.web_port),
+        "STREAMAPP_SMTP_HOST": settings.smtp_host,
+        "STREAMAPP_SMTP_PORT": str(settings.smtp_port),
+    }
     return ChildProcess(
         "worker",
         [sys.executable, "-m", "streamapp", "worker"],

@@ -21,6 +21,30 @@ def _b64(data: bytes | None) -> str | None:
     return base64.b64encode(data).decode("ascii") if data is not None else None
 
 
+def dead_letter(
+    reason: Reason,
+    detail: str,
+    *,
+    key: bytes | None,
+    value: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    now: datetime | None = None,
+) -> DeadLetter:
+    """A dead letter for one message: the reason, where it was, and its exact bytes."""
+    return DeadLetter(
+        reason=reason,
+        detail=detail[:4000],
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key_b64=_b64(key),
+        value_b64=_b64(value),
+        rejected_at=now or datetime.now(UTC),
+    )
+
+
 def _describe(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors()[:5]:

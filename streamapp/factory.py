@@ -8,6 +8,7 @@ import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
 
+from streamapp import faust_fixes
 from streamapp.errors import ConfigurationError
 from streamapp.settings import Settings
 from streamapp.web import install_health_views
@@ -37,6 +38,7 @@ def create_app(
       compacted changelog topics on every start and rebalance.
     - ``earliest`` offset reset: events produced before a group's first start count.
     """
+    faust_fixes.apply()
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings.kafka_bootstrap_servers or "127.0.0.1:9092"),
@@ -46,6 +48,8 @@ def create_app(
         topic_replication_factor=settings.topic_replication_factor,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=settings.commit_interval_seconds,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=settings.session_timeout_seconds / 10,
         datadir=str(settings.data_dir),
         web_host=settings.web_host,
         web_bind=settings.web_host,

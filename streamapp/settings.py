@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     commit_interval_seconds: float = Field(
         2.8, gt=0, le=60, description="How often a worker commits consumed offsets (after flushing its sends)."
     )
+    session_timeout_seconds: float = Field(
+        30.0, ge=6, le=300, description="How long a silent worker keeps its partitions before they move."
+    )
     web_host: str = Field("127.0.0.1", description="Bind address of the worker's HTTP endpoints.")
     web_port: int = Field(6066, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics.")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field("info", description="Worker log level.")

@@ -108,8 +108,8 @@ class ConfigFollower:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
-        await consumer.start()
         try:
+            await consumer.start()
             if self.topic not in await consumer.topics():
                 raise ConfigurationError(f"topic {self.topic} does not exist; run `streamapp topics create`")
             while True:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from streamapp.errors import ConfigurationError
+from streamapp.errors import ConfigurationError, RetryableError
 from streamapp.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -70,7 +73,7 @@ async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_T
             created = [topic.name for topic in new]
             logger.info("Created topics %s", ", ".join(created))
         names = [topic_name(settings, spec) for spec in specs]
-        for description in await admin.describe_topics(names):
+        for description in await _described(admin, names):
             count = len(description["partitions"])
             if count != settings.topic_partitions:
                 raise ConfigurationError(
@@ -80,6 +83,20 @@ async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_T
     finally:
         await admin.close()
     return created
+
+
+async def _described(admin: AIOKafkaAdminClient, names: list[str], timeout: float = 30.0) -> list[dict[str, Any]]:
+    # A topic created a moment ago can be described before the broker has its partitions
+    # (zero of them, or an error code): wait for them instead of misreporting the count.
+    deadline = time.monotonic() + timeout
+    while True:
+        described: list[dict[str, Any]] = list(await admin.describe_topics(names))
+        if all(d["error_code"] == 0 and d["partitions"] for d in described):
+            return described
+        if time.monotonic() > deadline:
+            pending = [d["topic"] for d in described if d["error_code"] or not d["partitions"]]
+            raise RetryableError(f"topics {', '.join(pending)} have no partitions after {timeout:.0f}s")
+        await asyncio.sleep(0.1)
 
 
 def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:

@@ -6,19 +6,17 @@ running ones. Each test gets its own topic prefix, consumer group and database.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from pydantic import SecretStr
 
 from streamapp.embedded.kafka import EmbeddedKafka, ensure_kafka_libs
 from streamapp.embedded.postgres import EmbeddedPostgres
 from streamapp.settings import Settings
-from tests.harness.services import Worker
+from tests.harness.services import Worker, new_database
 
 
 @pytest.fixture(scope="session")
@@ -47,17 +45,7 @@ def postgres_url(base_settings: Settings) -> Iterator[str]:
 @pytest.fixture
 def database_url(postgres_url: str) -> str:
     """A fresh, empty database for this test on the session's server."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(postgres_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    return new_database(postgres_url)
 
 
 @pytest.fixture

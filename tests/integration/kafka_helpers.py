@@ -32,8 +32,8 @@ async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes, byt
     return len(futures)
 
 
-async def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
-    """Messages of ``topics`` not yet committed by consumer group ``group`` (all partitions)."""
+async def group_lag(bootstrap: str, group: str, topics: list[str]) -> dict[TopicPartition, int]:
+    """Messages of ``topics`` not yet committed by consumer group ``group``, per partition."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await admin.start()
@@ -43,7 +43,7 @@ async def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
         partitions = [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
         ends = await consumer.end_offsets(partitions)
         committed = await admin.list_consumer_group_offsets(group)
-        return sum(end - (committed[tp].offset if tp in committed else 0) for tp, end in ends.items())
+        return {tp: end - (committed[tp].offset if tp in committed else 0) for tp, end in ends.items()}
     finally:
         await consumer.stop()
         await admin.close()
@@ -72,3 +72,16 @@ async def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Co
     finally:
         await consumer.stop()
     return records
+
+
+async def group_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+    """The committed offsets of consumer group ``group``: (topic, partition) -> offset."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return {
+            (tp.topic, tp.partition): meta.offset
+            for tp, meta in (await admin.list_consumer_group_offsets(group)).items()
+        }
+    finally:
+        await admin.close()

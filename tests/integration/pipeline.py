@@ -8,6 +8,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+
 from schemas.actions import Action
 from schemas.config import EmailTemplate, OrderCountRule, ShopProfile
 from schemas.deadletter import DeadLetter
@@ -15,6 +17,7 @@ from streamapp import shop_config
 from streamapp.settings import Settings
 from streamapp.topics import ACTIONS, DEAD_LETTERS, PAYMENTS, topic_name
 from tests.harness.services import Worker, wait_for
+from tests.harness.smtp import Recorder
 from tests.integration.kafka_helpers import group_lag, produce, read_all
 
 
@@ -25,8 +28,9 @@ def now() -> datetime:
 class Pipeline:
     """One running worker (or several) of ``settings``' app, and ways to talk to it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, smtp: Recorder | None = None) -> None:
         self.settings = settings
+        self.smtp = smtp
         self.bootstrap = settings.kafka_bootstrap_servers or ""
         self.payments = topic_name(settings, PAYMENTS)
         self.internal = f"{settings.app_id}-payments-by-customer"
@@ -99,12 +103,17 @@ class Pipeline:
         """
         group = self.settings.app_id
         for topic in (self.payments, self.internal):
-            wait_for(
-                lambda t=topic: asyncio.run(group_lag(self.bootstrap, group, [t])) == 0,  # type: ignore[misc]
-                timeout=timeout,
-                what=f"group {group} to commit all of {topic}",
-                interval=0.2,
-            )
+            lags: dict[Any, int] = {}
+
+            def committed_all(t: str = topic, lags: dict[Any, int] = lags) -> bool:
+                lags.update(asyncio.run(group_lag(self.bootstrap, group, [t])))
+                return not any(lags.values())
+
+            try:
+                wait_for(committed_all, timeout=timeout, what=f"group {group} to commit all of {topic}", interval=0.2)
+            except AssertionError as exc:
+                behind = {f"{tp.topic}[{tp.partition}]": lag for tp, lag in lags.items() if lag}
+                raise AssertionError(f"{exc}; uncommitted per partition: {behind}") from None
 
     # -- results --------------------------------------------------------------------------
     def actions(self, shop: str) -> list[Action]:
@@ -115,3 +124,40 @@ class Pipeline:
     def dead_letters(self) -> list[DeadLetter]:
         records = asyncio.run(read_all(self.bootstrap, topic_name(self.settings, DEAD_LETTERS)))
         return [DeadLetter.model_validate_json(r.value) for r in records if r.value is not None]
+
+    # -- effects in PostgreSQL ------------------------------------------------------------
+    def sql(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async def run() -> list[asyncpg.Record]:
+            conn = await asyncpg.connect(self.database_url)
+            try:
+                return list(await conn.fetch(query, *args))
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
+
+    @property
+    def database_url(self) -> str:
+        assert self.settings.database_url is not None
+        return self.settings.database_url.get_secret_value()
+
+    def wait_effects(
+        self, shop: str, *, credits: int = 0, alerts: int = 0, emails: int = 0, timeout: float = 60.0
+    ) -> None:
+        """Wait until ``shop`` has at least these many ledger entries, alerts and sent emails."""
+
+        def counts() -> tuple[int, int, int]:
+            row = self.sql(
+                "SELECT (SELECT count(*) FROM ledger_entries WHERE shop_id = $1),"
+                " (SELECT count(*) FROM alerts WHERE shop_id = $1),"
+                " (SELECT count(*) FROM deliveries WHERE shop_id = $1 AND status <> 'pending')",
+                shop,
+            )[0]
+            return int(row[0]), int(row[1]), int(row[2])
+
+        wait_for(
+            lambda: all(have >= want for have, want in zip(counts(), (credits, alerts, emails), strict=True)),
+            timeout=timeout,
+            what=f"effects of {shop}",
+            interval=0.2,
+        )

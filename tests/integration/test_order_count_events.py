@@ -14,38 +14,52 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from pydantic import SecretStr
 
+from streamapp.db import upgrade
 from streamapp.order_count import action_id
 from streamapp.settings import Settings
 from streamapp.topics import ensure_topics
 from tests.conftest import settings_env
-from tests.harness.services import Worker
+from tests.harness.services import Worker, new_database
+from tests.harness.smtp import Recorder, smtp_server
 from tests.integration.pipeline import Pipeline, now
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+def pipeline(kafka_bootstrap: str, postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     run = uuid.uuid4().hex[:10]
     tmp = tmp_path_factory.mktemp("order-count")
-    settings = Settings(
-        app_id=f"oc-{run}",
-        topic_prefix=f"oc{run}.",
-        kafka_bootstrap_servers=kafka_bootstrap,
-        data_dir=tmp / "state",
-        commit_interval_seconds=0.5,
-    )
-    asyncio.run(ensure_topics(settings))
-    env = {**settings_env(settings), "STREAMAPP_COMMIT_INTERVAL_SECONDS": "0.5"}
-    worker = Worker("streamapp.app", env, tmp / "worker.log")
-    try:
-        worker.wait_ready()
-        line = Pipeline(settings)
-        line.workers.append(worker)
-        yield line
-    finally:
-        worker.stop()
+    database_url = new_database(postgres_url)
+    upgrade(database_url)
+    recorder = Recorder()
+    with smtp_server(recorder) as smtp_port:
+        settings = Settings(
+            app_id=f"oc-{run}",
+            topic_prefix=f"oc{run}.",
+            kafka_bootstrap_servers=kafka_bootstrap,
+            database_url=SecretStr(database_url),
+            data_dir=tmp / "state",
+            commit_interval_seconds=0.5,
+            smtp_port=smtp_port,
+        )
+        asyncio.run(ensure_topics(settings))
+        env = {
+            **settings_env(settings),
+            "STREAMAPP_COMMIT_INTERVAL_SECONDS": "0.5",
+            "STREAMAPP_SMTP_HOST": "127.0.0.1",
+            "STREAMAPP_SMTP_PORT": str(smtp_port),
+        }
+        worker = Worker("streamapp.app", env, tmp / "worker.log")
+        try:
+            worker.wait_ready()
+            line = Pipeline(settings, recorder)
+            line.workers.append(worker)
+            yield line
+        finally:
+            worker.stop()
 
 
 def shop() -> str:
@@ -169,3 +183,33 @@ def test_bad_input_is_dead_lettered_with_reason_and_bytes_and_the_stream_goes_on
     invalid = next(d for d in letters if d.reason == "invalid_event")
     assert "customer: Field required" in invalid.detail and invalid.topic == pipeline.payments
     assert fired(pipeline, s) == Counter({("Alert at 1", "c1", 1): 1})
+
+
+def test_effects_land_once_in_the_ledger_the_mailbox_and_the_dashboard(pipeline: Pipeline) -> None:
+    s = shop()
+    pipeline.add_template(
+        s, "ten", "{{ shop_name }}: thank you!", "<p>Dear {{ customer_name }}, {{ order_count }} orders!</p>"
+    )
+    pipeline.add_rule(s, "Credit at 2", 2, "credit", amount_cents=2000)
+    pipeline.add_rule(s, "Email at 2", 2, "email", template_key="ten")
+    pipeline.add_rule(s, "Alert at 2", 2, "alert")
+    pipeline.pay(s, "c1", "o1")
+    second = pipeline.pay(s, "c1", "o2")
+    pipeline.pay(s, "c1", "o2", event_id=second)  # redelivered: same actions again, deduplicated by the sinks
+    pipeline.drain()
+    pipeline.wait_effects(s, credits=1, alerts=1, emails=1)
+
+    ledger = pipeline.sql("SELECT customer_id, amount_cents, reason FROM ledger_entries WHERE shop_id = $1", s)
+    assert [tuple(r) for r in ledger] == [("c1", 2000, "Credit at 2 (2 orders)")]
+    alerts = pipeline.sql("SELECT customer_id, text FROM alerts WHERE shop_id = $1", s)
+    assert [tuple(r) for r in alerts] == [("c1", "Ann Lee (c1) reached 2 orders: Alert at 2")]
+    email_action = next(a for a in pipeline.actions(s) if a.effect.channel == "email")
+    delivery = pipeline.sql(
+        "SELECT status, attempts, recipient FROM deliveries WHERE action_id = $1", email_action.action_id
+    )
+    assert [tuple(r) for r in delivery] == [("sent", 1, "c1@example.com")]
+    assert pipeline.smtp is not None
+    mails = [m for m in pipeline.smtp.messages if m["X-Streamapp-Action-Id"] == email_action.action_id]
+    assert len(mails) == 1
+    assert mails[0]["Subject"] == f"{s}: thank you!" and mails[0]["To"] == "Ann Lee <c1@example.com>"
+    assert "Dear Ann Lee, 2 orders!" in mails[0].get_body(("plain",)).get_content()

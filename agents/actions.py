@@ -1,0 +1,113 @@
+"""Consumes ``actions``: one agent performs every effect through the sink of its channel.
+
+One agent, ``concurrency=1``, and no other stream on this topic: faust-streaming
+#606 commits past a message that is still in flight whenever acks arrive out of
+order, which is what several streams over one partition (more actors, or several
+agents on one topic) produce. A SIGKILLed worker then loses the in-flight actions
+for good; ``tests/integration/test_worker_crash.py`` caught exactly that with one
+agent per channel. In order, one at a time, the committed offset never passes an
+action that was not performed.
+
+Nothing is dropped: a retryable failure (provider or database unreachable) is
+retried with capped backoff until it succeeds; the offset is not committed meanwhile.
+The price: while SMTP is down, credits and alerts behind an email wait too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+from faust import StreamT
+from pydantic import ValidationError
+
+from schemas.actions import Action
+from streamapp.app import app, runtime
+from streamapp.decode import dead_letter
+from streamapp.errors import ConfigurationError, RetryableError
+from streamapp.sinks import AlertSink, EmailSink, LedgerSink, Sink
+from streamapp.sinks.email import backoff
+
+logger = logging.getLogger(__name__)
+
+#: What a worker waits out instead of dropping: unreachable providers and databases.
+TRANSIENT = (
+    RetryableError,
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
+
+settings = runtime.settings
+topics = runtime.topics
+metrics = runtime.metrics
+
+
+async def _pool() -> asyncpg.Pool:
+    if settings.database_url is None:
+        raise ConfigurationError("DATABASE_URL is not set: the sinks need PostgreSQL")
+    attempt = 0
+    while True:
+        try:
+            return await asyncpg.create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=2)
+        except TRANSIENT as exc:
+            attempt += 1
+            logger.warning("PostgreSQL unreachable (attempt %d): %s", attempt, type(exc).__name__)
+            await asyncio.sleep(backoff(attempt))
+
+
+async def perform(sink: Sink, action: Action) -> str:
+    """Deliver until the sink gives an outcome; transient failures are waited out, never dropped."""
+    attempt = 0
+    while True:
+        try:
+            return await sink.deliver(action)
+        except TRANSIENT as exc:
+            attempt += 1
+            metrics.deliveries.labels(sink.channel, "retry").inc()
+            logger.warning(
+                "%s action_id=%s not delivered (attempt %d), retrying: %s",
+                sink.channel,
+                action.action_id,
+                attempt,
+                exc,
+            )
+            await asyncio.sleep(backoff(attempt))
+
+
+async def _actions(stream: StreamT[bytes]) -> AsyncIterator[tuple[Action, str]]:
+    async for event in stream.events():
+        message = event.message
+        try:
+            yield Action.model_validate_json(message.value or b""), f"{message.partition}@{message.offset}"
+        except ValidationError as exc:
+            letter = dead_letter(
+                "invalid_event",
+                f"not an action: {exc}",
+                key=message.key,
+                value=message.value,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+            )
+            metrics.dead_letters.labels(message.topic, letter.reason).inc()
+            await topics.dead_letters.send(key=message.key, value=letter.model_dump_json().encode())
+
+
+@app.agent(topics.actions, concurrency=1)
+async def perform_actions(stream: StreamT[bytes]) -> None:
+    pool = await _pool()
+    try:
+        sinks: dict[str, Sink] = {
+            sink.channel: sink for sink in (LedgerSink(pool), AlertSink(pool), EmailSink(pool, settings))
+        }
+        async for action, position in _actions(stream):
+            channel = action.effect.channel
+            outcome = await perform(sinks[channel], action)
+            metrics.deliveries.labels(channel, outcome).inc()
+            logger.info("%s action_id=%s at %s %s", channel, action.action_id, position, outcome)
+    finally:
+        await pool.close()

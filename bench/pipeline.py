@@ -1,0 +1,409 @@
+"""Throughput and latency of the payments pipeline against a plain aiokafka loop:
+`python bench/pipeline.py [--events N]`. A measurement, not a test.
+
+The same backlog of N ``payment.succeeded`` events (N/10 customers of one shop, 10 distinct
+orders each; alert rules at counts 1..10, so every payment yields exactly one action) is
+pre-loaded into two topic sets, then drained by:
+
+(a) streamapp: one real worker subprocess. Clock from its first ``/readyz`` 200 (after table
+    recovery) until N actions are on its actions topic.
+(b) baseline: an in-process aiokafka loop: consumer group, manual commit (after flushing its
+    sends) every 1 s or 1000 messages, the same decode + TypeAdapter, the same pure
+    ``apply_payment``/``decide``, counts in a dict. Clock from its consumer's start.
+
+The asymmetry is the point: (a) also pays for the re-key hop through
+``<app_id>-payments-by-customer``, the table changelog, the shop-config watermark wait, and the
+actions agent writing alerts to PostgreSQL; (b) does none of that. Both are read by the same
+action counter (an aiokafka consumer, no group) running in this process, so in (b) it shares
+the baseline's CPU. Then, per variant, a live phase: M payments at a paced rate; latency is the
+action record's CreateTime minus its payment record's CreateTime (matched by lineage.event_id).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiokafka
+import faust
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from pydantic import SecretStr, TypeAdapter
+
+from schemas.actions import Lineage
+from schemas.config import OrderCountRule
+from schemas.deadletter import DeadLetter
+from schemas.events import PaymentFailed, PaymentsEvent, PaymentSucceeded
+from streamapp import shop_config
+from streamapp.db import upgrade
+from streamapp.decode import decode
+from streamapp.embedded.kafka import EmbeddedKafka, ensure_kafka_libs
+from streamapp.embedded.postgres import EmbeddedPostgres
+from streamapp.embedded.process import ChildProcess, free_port
+from streamapp.order_count import ShopView, apply_payment, customer_key, decide
+from streamapp.settings import Settings
+from streamapp.topics import ACTIONS, DEAD_LETTERS, PAYMENTS, ensure_topics, topic_name
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ORDERS_PER_CUSTOMER = 10
+LIVE_EVENTS = 2000
+PAYMENT_TYPES = frozenset({"payment.succeeded", "payment.failed"})
+_payments = TypeAdapter[PaymentSucceeded | PaymentFailed](PaymentsEvent)
+
+
+class BenchError(Exception):
+    """A bounded wait ran out or a component died; the message says which."""
+
+
+@dataclass
+class Result:
+    variant: str
+    events: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+
+def payment(shop: str, customer: str, order: int, event_id: str, ts_ms: int) -> tuple[bytes, bytes]:
+    """tests/integration/test_worker_crash.py's payment(), with occurred_at = produce time."""
+    value = {
+        "type": "payment.succeeded",
+        "event_id": event_id,
+        "shop_id": shop,
+        "occurred_at": datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(),
+        "customer": {"customer_id": customer, "name": f"Customer {customer}", "email": f"{customer}@example.com"},
+        "order_id": f"{customer}-o{order}",
+        "payment_id": uuid.uuid4().hex[:12],
+        "amount_cents": 1000,
+    }
+    return f"{shop}:{customer}".encode(), json.dumps(value).encode()
+
+
+def plan(prefix: str, events: int) -> list[tuple[str, int]]:
+    """(customer, order) pairs, order-major, 10 orders per customer."""
+    customers = [f"{prefix}{i:05d}" for i in range(events // ORDERS_PER_CUSTOMER)]
+    return [(c, o) for o in range(1, ORDERS_PER_CUSTOMER + 1) for c in customers]
+
+
+async def produce(settings: Settings, shop: str, prefix: str, events: int, rate: float | None) -> dict[str, int]:
+    """Payments, all at once or at a steady ``rate``/s; event_id -> the record's CreateTime (ms), set here."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=0 if rate else 20, acks="all"
+    )
+    await producer.start()
+    sent: dict[str, int] = {}
+    try:
+        futures, started = [], time.monotonic()
+        for i, (customer, order) in enumerate(plan(prefix, events)):
+            delay = started + i / rate - time.monotonic() if rate else 0.0
+            if delay > 0:
+                await asyncio.sleep(delay)
+            event_id, ts = f"{customer}-e{order}", int(time.time() * 1000)
+            sent[event_id] = ts
+            key, value = payment(shop, customer, order, event_id, ts)
+            futures.append(await producer.send(topic_name(settings, PAYMENTS), value, key=key, timestamp_ms=ts))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return sent
+
+
+def consumer(settings: Settings, topic: str, group: str | None = None) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+
+
+class ActionCounter:
+    """Reads an actions topic from the beginning: action_id -> (event_id, CreateTime ms)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.seen: dict[bytes, tuple[str, int]] = {}
+        self.records = 0
+
+    async def run(self) -> None:
+        reader = consumer(self.settings, topic_name(self.settings, ACTIONS))
+        await reader.start()
+        try:
+            while True:
+                for records in (await reader.getmany(timeout_ms=100)).values():
+                    for record in records:
+                        self.records += 1
+                        event_id = json.loads(record.value)["lineage"]["event_id"]
+                        self.seen[record.key] = (event_id, record.timestamp)
+        finally:
+            await reader.stop()
+
+    async def wait_for(self, count: int, timeout: float, what: str, alive: Callable[[], None]) -> float:
+        """Monotonic time at which ``count`` distinct actions had been seen."""
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < count:
+            alive()
+            if time.monotonic() > deadline:
+                raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}: {len(self.seen)}/{count}")
+            await asyncio.sleep(0.01)
+        return time.monotonic()
+
+    def latencies(self, sent_ms: dict[str, int]) -> list[float]:
+        return [ts - sent_ms[e] for e, ts in self.seen.values() if e in sent_ms]
+
+
+def summary(variant: str, events: int, seconds: float, lat: list[float]) -> Result:
+    cuts = statistics.quantiles(lat, n=100, method="inclusive")
+    return Result(variant, events, seconds, statistics.median(lat), cuts[98])
+
+
+async def live_phase(
+    settings: Settings, shop: str, counter: ActionCounter, args: argparse.Namespace, alive: Callable[[], None]
+) -> list[float]:
+    """After the backlog: paced payments; latency of each one's action."""
+    sent = await produce(settings, shop, "live", LIVE_EVENTS, args.live_rate)
+    await counter.wait_for(args.events + LIVE_EVENTS, args.timeout, "live actions", alive)
+    return counter.latencies(sent)
+
+
+def http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+
+
+async def bench_streamapp(settings: Settings, shop: str, args: argparse.Namespace, workdir: Path) -> Result:
+    port = free_port()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+        "STREAMAPP_APP_ID": settings.app_id,
+        "STREAMAPP_TOPIC_PREFIX": settings.topic_prefix,
+        "STREAMAPP_DATA_DIR": str(workdir / "worker-data"),
+        "STREAMAPP_WEB_PORT": str(port),
+        "DATABASE_URL": settings.database_url.get_secret_value() if settings.database_url else "",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    counter = ActionCounter(settings)
+    reader = asyncio.create_task(counter.run())
+    argv = [sys.executable, "-m", "faust", "-A", "streamapp.app", "worker", "-l", "warn"]
+    worker = ChildProcess("worker", argv, log_path=workdir / "worker.log", cwd=REPO_ROOT, env=env)
+
+    def alive() -> None:
+        if worker.poll() is not None:
+            raise BenchError(f"worker exited with {worker.poll()}:\n{worker.log_tail()}")
+        if reader.done():
+            reader.result()
+
+    try:
+        deadline = time.monotonic() + args.timeout
+        while await asyncio.to_thread(http_status, f"http://127.0.0.1:{port}/readyz") != 200:
+            alive()
+            if time.monotonic() > deadline:
+                raise BenchError(f"worker not ready within {args.timeout:.0f}s:\n{worker.log_tail()}")
+            await asyncio.sleep(0.05)
+        started = time.monotonic()
+        if counter.seen:
+            print(f"note: {len(counter.seen)} actions were already out when /readyz first said 200")
+        ended = await counter.wait_for(args.events, args.timeout, "streamapp backlog actions", alive)
+        lat = await live_phase(settings, shop, counter, args, alive)
+        if counter.records != len(counter.seen):
+            print(f"note: streamapp produced {counter.records - len(counter.seen)} duplicate actions")
+        return summary("streamapp worker", args.events, ended - started, lat)
+    finally:
+        worker.stop(timeout=30.0)
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+
+
+async def baseline_loop(settings: Settings, view: ShopView, started: list[float]) -> None:
+    """Consume payments, count distinct orders per customer in a dict, send the decided actions."""
+    payments = consumer(settings, topic_name(settings, PAYMENTS), group=f"{settings.app_id}-baseline")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5, acks="all")
+    actions, dead = topic_name(settings, ACTIONS), topic_name(settings, DEAD_LETTERS)
+    counts: dict[str, dict[str, Any]] = {}
+    await producer.start()
+    started.append(time.monotonic())
+    await payments.start()
+    uncommitted, last_commit = 0, time.monotonic()
+    try:
+        while True:
+            for records in (await payments.getmany(timeout_ms=100, max_records=1000)).values():
+                for r in records:
+                    uncommitted += 1
+                    await handle(r, view, counts, producer, actions, dead)
+            if uncommitted and (uncommitted >= 1000 or time.monotonic() - last_commit >= 1.0):
+                await producer.flush()  # at-least-once: never commit past an unsent action
+                await payments.commit()
+                uncommitted, last_commit = 0, time.monotonic()
+    finally:
+        await payments.stop()
+        await producer.stop()
+
+
+async def handle(
+    r: ConsumerRecord[bytes, bytes],
+    view: ShopView,
+    counts: dict[str, dict[str, Any]],
+    producer: AIOKafkaProducer,
+    actions: str,
+    dead: str,
+) -> None:
+    """The baseline's per-event work: decode, count, decide, send."""
+    where: dict[str, Any] = {"topic": r.topic, "partition": r.partition, "offset": r.offset}
+    event = decode(_payments, PAYMENT_TYPES, key=r.key, value=r.value, **where)
+    if isinstance(event, DeadLetter):
+        await producer.send(dead, event.model_dump_json().encode(), key=r.key)
+        return
+    if not isinstance(event, PaymentSucceeded):
+        return
+    key = customer_key(event.shop_id, event.customer.customer_id)
+    counted = apply_payment(counts.get(key), event)
+    if counted.state is not None:
+        counts[key] = counted.state
+    if counted.count is None:
+        return
+    for action in decide(event, counted.count, view, Lineage(event_id=event.event_id, **where)):
+        await producer.send(actions, action.model_dump_json().encode(), key=action.action_id.encode())
+
+
+async def bench_baseline(settings: Settings, shop: str, args: argparse.Namespace) -> Result:
+    view = (await shop_config.load(settings)).view(shop)
+    counter = ActionCounter(settings)
+    reader = asyncio.create_task(counter.run())
+    started: list[float] = []
+    loop = asyncio.create_task(baseline_loop(settings, view, started))
+
+    def alive() -> None:
+        for task in (reader, loop):
+            if task.done():
+                task.result()
+                raise BenchError("a baseline task stopped")
+
+    try:
+        ended = await counter.wait_for(args.events, args.timeout, "baseline backlog actions", alive)
+        lat = await live_phase(settings, shop, counter, args, alive)
+        return summary("aiokafka baseline", args.events, ended - started[0], lat)
+    finally:
+        for task in (loop, reader):
+            task.cancel()
+        await asyncio.gather(loop, reader, return_exceptions=True)
+
+
+async def prepare(settings: Settings, shop: str, events: int) -> None:
+    """Topics, the 10 alert rules, then the backlog (rules first: they fire only for later payments)."""
+    await ensure_topics(settings)
+    moment = datetime.now(UTC)
+    for n in range(1, ORDERS_PER_CUSTOMER + 1):
+        rule = OrderCountRule(
+            shop_id=shop,
+            rule_id=f"alert{n:02d}",
+            name=f"Alert at {n}",
+            orders=n,
+            action="alert",
+            effective_at=moment,
+            updated_at=moment,
+        )
+        await shop_config.publish(settings, rule)
+    await produce(settings, shop, "c", events, None)
+
+
+async def run(bootstrap: str, database_url: str, args: argparse.Namespace, workdir: Path) -> list[Result]:
+    run_id = uuid.uuid4().hex[:8]
+    shop = f"shop-{run_id}"
+    variants = {
+        name: Settings(
+            app_id=f"bench-{run_id}-{name}",
+            topic_prefix=f"bench{run_id}{name}.",
+            kafka_bootstrap_servers=bootstrap,
+            database_url=SecretStr(database_url),
+        )
+        for name in ("a", "b")
+    }
+    for settings in variants.values():
+        t0 = time.monotonic()
+        await prepare(settings, shop, args.events)
+        print(f"pre-loaded {args.events} payments into {settings.topic_prefix}payments in {time.monotonic() - t0:.1f}s")
+    return [
+        await bench_streamapp(variants["a"], shop, args, workdir),
+        await bench_baseline(variants["b"], shop, args),
+    ]
+
+
+def versions(libs: Path | None) -> str:
+    kafka = "external broker"
+    if libs is not None:
+        jar = next(libs.glob("kafka_2.13-*.jar"), None)
+        kafka = f"{libs.name} ({jar.stem if jar else '?'})"
+    cpus = len(os.sched_getaffinity(0))
+    return f"kafka {kafka}, faust {faust.__version__}, aiokafka {aiokafka.__version__}, nproc {cpus}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=20000, help="backlog size, a multiple of 10")
+    parser.add_argument("--live-rate", type=float, default=500.0, help="payments/s in the live phase")
+    parser.add_argument("--timeout", type=float, default=600.0, help="bound of every wait, in seconds")
+    args = parser.parse_args()
+    if args.events < ORDERS_PER_CUSTOMER or args.events % ORDERS_PER_CUSTOMER:
+        parser.error("--events must be a positive multiple of 10")
+    env = Settings()
+    libs, kafka, postgres = None, None, None
+    try:
+        bootstrap = env.kafka_bootstrap_servers
+        if not bootstrap:
+            libs = ensure_kafka_libs(env.cache_dir)
+            kafka = EmbeddedKafka(libs)
+            kafka.start()
+            bootstrap = kafka.bootstrap_servers
+        postgres = EmbeddedPostgres(env.postgres_bin_dir)
+        postgres.start()
+        upgrade(postgres.url())
+        with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+            results = asyncio.run(run(bootstrap, postgres.url(), args, Path(tmp)))
+    finally:
+        if postgres is not None:
+            postgres.stop()
+        if kafka is not None:
+            kafka.stop()
+    print(versions(libs))
+    print(f"{'variant':<18} {'events':>7} {'seconds':>8} {'events/s':>9} {'live p50 ms':>12} {'live p99 ms':>12}")
+    for r in results:
+        print(
+            f"{r.variant:<18} {r.events:>7} {r.seconds:>8.2f} {r.events / r.seconds:>9.0f} "
+            f"{r.p50_ms:>12.1f} {r.p99_ms:>12.1f}"
+        )
+    for r in results:
+        if r.events / r.seconds < args.live_rate:
+            print(
+                f"note: {r.variant} drains slower than --live-rate {args.live_rate:.0f}/s: its live latency is queueing"
+            )
+    a, b = (r.events / r.seconds for r in results)
+    print(f"ratio streamapp/baseline events/s: {a / b:.3f}")
+    print(
+        "asymmetry: streamapp also re-keys through <app_id>-payments-by-customer, writes the table changelog, "
+        "waits for the shop-config watermark and inserts alerts into PostgreSQL; the baseline does none of that. "
+        f"Live phase: {LIVE_EVENTS} payments at {args.live_rate:.0f}/s."
+    )
+
+
+if __name__ == "__main__":
+    main()

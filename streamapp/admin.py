@@ -1,0 +1,391 @@
+"""Shop administration commands: order-count rules, email templates, shop profiles, ledger, alerts.
+
+Configuration commands write records to the compacted ``shop-config`` topic (running
+workers pick them up without a restart); ``ledger`` and ``alerts`` read PostgreSQL.
+Bad input raises ConfigurationError (one line, exit 2); an unreachable service raises
+RetryableError (one line, exit 1). Results go to stdout, errors to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import click
+from aiokafka.errors import KafkaError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from schemas.common import Identifier
+from schemas.config import ORDER_COUNT_ACTIONS, EmailTemplate, OrderCountRule, ShopProfile
+from streamapp import queries, shop_config
+from streamapp.db import sqlalchemy_url
+from streamapp.errors import ConfigurationError, RetryableError
+from streamapp.order_count import SAMPLE_VARIABLES, format_money
+from streamapp.settings import Settings
+from streamapp.templating import TemplateError, render_email
+
+_T = TypeVar("_T")
+_M = TypeVar("_M", bound=BaseModel)
+_IDENTIFIER = TypeAdapter[str](Identifier)
+#: Model field -> the command-line option that sets it, for error messages.
+_OPTION_OF = {
+    "shop_id": "--shop",
+    "rule_id": "RULE_ID",
+    "key": "--key",
+    "template_key": "--template",
+    "amount_cents": "--amount (in cents)",
+}
+
+
+def _quiet_libraries() -> None:
+    """Keep stderr for this command's own errors: library chatter shows only with --log-level debug."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # asyncio too: it reports a client that a failed start left unclosed, after our one-line error.
+        for name in ("aiokafka", "asyncio", "streamapp.shop_config"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _settings(*, kafka: bool = False, database: bool = False) -> Settings:
+    """The validated settings; ConfigurationError if a service this command needs is not configured."""
+    # Imported here: streamapp.cli imports this module to register the commands.
+    from streamapp import cli  # noqa: PLC0415
+
+    settings = cli._settings()
+    if kafka:
+        cli._require_kafka(settings)
+    if database:
+        cli._require_database(settings)
+    return settings
+
+
+def _run(work: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``work`` to completion; a broker failure becomes a one-line RetryableError."""
+    try:
+        return asyncio.run(work)
+    except KafkaError as exc:
+        raise RetryableError(f"Kafka is not reachable: {exc}") from None
+
+
+class _Identifier(click.ParamType):
+    """An id in the schemas' pattern; a bad one is a ConfigurationError naming the option (one line, exit 2)."""
+
+    name = "id"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return _IDENTIFIER.validate_python(value)
+        except ValidationError as exc:
+            where = param.opts[0] if isinstance(param, click.Option) else param.human_readable_name if param else "id"
+            raise ConfigurationError(f"{where} {value!r}: {exc.errors()[0]['msg']}") from None
+
+
+ID = _Identifier()
+
+
+def _build(model: type[_M], **fields: Any) -> _M:
+    """``model(**fields)``, its validation errors turned into one line naming the options."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            where = _OPTION_OF.get(field, f"--{field.replace('_', '-')}") if field else model.__name__
+            value = f" {err['input']!r}" if field in _OPTION_OF else ""
+            problems.append(f"{where}{value}: {err['msg']}")
+        raise ConfigurationError("; ".join(problems)) from None
+
+
+def parse_amount(text: str) -> int:
+    """Dollars (``20``, ``20.50``, ``$20.5``) as integer cents, exactly; ConfigurationError otherwise."""
+    try:
+        amount = Decimal(text.strip().removeprefix("$"))
+    except InvalidOperation:
+        raise ConfigurationError(f"--amount {text!r} is not a number of dollars (like 20 or 20.50)") from None
+    if not amount.is_finite():
+        raise ConfigurationError(f"--amount {text!r} is not a number of dollars (like 20 or 20.50)")
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -2:
+        raise ConfigurationError(f"--amount {text!r} has more than 2 decimal places; give whole cents")
+    if amount <= 0:
+        raise ConfigurationError(f"--amount {text!r} must be more than zero")
+    return int(amount * 100)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Print ``rows`` as left-aligned columns under ``header``."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    for row in (header, *rows):
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+shop_option = click.option("--shop", "shop", type=ID, required=True, metavar="SHOP", help="Shop id.")
+
+
+# -- rules -------------------------------------------------------------------------------------
+@click.group()
+def rules() -> None:
+    """Order Count Events: when a customer reaches N paid orders, email, credit or alert."""
+    _quiet_libraries()
+
+
+def _check_action_options(action: str, template: str | None, amount: str | None) -> None:
+    """Refuse option combinations the action does not take, naming the option."""
+    if action == "email" and template is None:
+        raise ConfigurationError("an email rule needs --template KEY")
+    if action == "credit" and amount is None:
+        raise ConfigurationError("a credit rule needs --amount DOLLARS")
+    if action != "email" and template is not None:
+        raise ConfigurationError(f"--template is only for email rules, not {action}")
+    if action != "credit" and amount is not None:
+        raise ConfigurationError(f"--amount is only for credit rules, not {action}")
+
+
+@rules.command("add-order-count")
+@shop_option
+@click.option("--name", required=True, help="Name shown to admins (and to templates as rule_name).")
+@click.option("--orders", required=True, type=click.IntRange(1, 1_000_000), help="Paid orders that trigger it.")
+@click.option("--action", required=True, type=click.Choice(ORDER_COUNT_ACTIONS), help="What happens.")
+@click.option("--template", type=ID, default=None, metavar="KEY", help="Email template key (email rules only).")
+@click.option("--amount", default=None, metavar="DOLLARS", help="Credit in dollars, e.g. 20.50 (credit rules only).")
+@click.option("--disabled", is_flag=True, help="Create it switched off.")
+def rules_add(
+    *, shop: str, name: str, orders: int, action: str, template: str | None, amount: str | None, disabled: bool
+) -> None:
+    """Create a rule and print its id. It fires only for payments from now on, never retroactively."""
+    _check_action_options(action, template, amount)
+    moment = _now()
+    rule = _build(
+        OrderCountRule,
+        shop_id=shop,
+        rule_id=secrets.token_hex(6),
+        name=name,
+        orders=orders,
+        action=action,
+        template_key=template,
+        amount_cents=None if amount is None else parse_amount(amount),
+        enabled=not disabled,
+        effective_at=moment,
+        updated_at=moment,
+    )
+    settings = _settings(kafka=True)
+    if template is not None and template not in _run(shop_config.load(settings)).templates(shop):
+        raise ConfigurationError(f"shop {shop} has no email template {template} (add it with `templates add`)")
+    _run(shop_config.publish(settings, rule))
+    click.echo(rule.rule_id)
+
+
+def _detail(rule: OrderCountRule) -> str:
+    if rule.action == "email":
+        return rule.template_key or ""
+    if rule.action == "credit":
+        return format_money(rule.amount_cents or 0, rule.currency)
+    return "-"
+
+
+@rules.command("list")
+@shop_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of the rule records.")
+def rules_list(shop: str, as_json: bool) -> None:
+    """The shop's rules, by order count."""
+    found = _run(shop_config.load(_settings(kafka=True))).rules(shop)
+    if as_json:
+        click.echo(json.dumps([rule.model_dump(mode="json") for rule in found], indent=2))
+        return
+    if not found:
+        click.echo(f"shop {shop} has no rules")
+        return
+    rows = [
+        [r.rule_id, r.name, str(r.orders), r.action, _detail(r), "on" if r.enabled else "off", _when(r.effective_at)]
+        for r in found
+    ]
+    _table(["ID", "NAME", "ORDERS", "ACTION", "DETAIL", "STATE", "EFFECTIVE SINCE"], rows)
+
+
+def _switch(shop: str, rule_id: str, enabled: bool) -> None:
+    """Republish the rule with ``enabled`` set; switching on makes it effective from now (not retroactive)."""
+    settings = _settings(kafka=True)
+    rule = _run(shop_config.load(settings)).rule(shop, rule_id)
+    state = "enabled" if enabled else "disabled"
+    if rule is None:
+        raise ConfigurationError(f"shop {shop} has no rule {rule_id}")
+    if rule.enabled == enabled:
+        click.echo(f"rule {rule_id} is already {state}; nothing changed")
+        return
+    moment = _now()
+    changes: dict[str, Any] = {"enabled": enabled, "updated_at": moment}
+    if enabled:
+        changes["effective_at"] = moment
+    _run(shop_config.publish(settings, rule.model_copy(update=changes)))
+    since = f" (fires for payments from {_when(moment)})" if enabled else ""
+    click.echo(f"rule {rule_id} {state}{since}")
+
+
+@rules.command("enable")
+@shop_option
+@click.argument("rule_id", type=ID)
+def rules_enable(shop: str, rule_id: str) -> None:
+    """Switch a rule on; it fires only for orders counted from now on."""
+    _switch(shop, rule_id, enabled=True)
+
+
+@rules.command("disable")
+@shop_option
+@click.argument("rule_id", type=ID)
+def rules_disable(shop: str, rule_id: str) -> None:
+    """Switch a rule off."""
+    _switch(shop, rule_id, enabled=False)
+
+
+# -- templates ---------------------------------------------------------------------------------
+@click.group()
+def templates() -> None:
+    """Email templates (jinja2, rendered in a sandbox)."""
+    _quiet_libraries()
+
+
+def _read_body(path: str) -> str:
+    """The UTF-8 text of ``path``; ConfigurationError naming the file if it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"--body-file {path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigurationError(f"--body-file {path}: {exc.strerror or exc}") from None
+
+
+@templates.command("add")
+@shop_option
+@click.option("--key", type=ID, required=True, help="Template key, referenced by email rules.")
+@click.option("--subject", required=True, help="Subject line (a template too).")
+@click.option("--body-file", required=True, metavar="PATH", help="File with the HTML body template.")
+def templates_add(shop: str, key: str, subject: str, body_file: str) -> None:
+    """Add or replace a template, after rendering it with sample variables.
+
+    Variables: shop_name, customer_name, customer_email, customer_id, order_count,
+    order_id, rule_name, credit_amount, credit_amount_cents.
+    """
+    record = _build(
+        EmailTemplate, shop_id=shop, key=key, subject=subject, body=_read_body(body_file), updated_at=_now()
+    )
+    try:
+        render_email(record.subject, record.body, SAMPLE_VARIABLES)
+    except TemplateError as exc:
+        raise ConfigurationError(f"template refused: {exc}") from None
+    _run(shop_config.publish(_settings(kafka=True), record))
+    click.echo(f"template {key} saved for shop {shop}")
+
+
+@templates.command("list")
+@shop_option
+def templates_list(shop: str) -> None:
+    """The shop's templates: key and subject."""
+    found = _run(shop_config.load(_settings(kafka=True))).templates(shop)
+    if not found:
+        click.echo(f"shop {shop} has no email templates")
+        return
+    _table(["KEY", "SUBJECT"], [[key, found[key].subject] for key in sorted(found)])
+
+
+@templates.command("show")
+@shop_option
+@click.option("--key", type=ID, required=True, help="Template key.")
+def templates_show(shop: str, key: str) -> None:
+    """Print a template's subject and body."""
+    template = _run(shop_config.load(_settings(kafka=True))).templates(shop).get(key)
+    if template is None:
+        raise ConfigurationError(f"shop {shop} has no email template {key}")
+    click.echo(f"Subject: {template.subject}\n")
+    click.echo(template.body, nl=not template.body.endswith("\n"))
+
+
+# -- shops -------------------------------------------------------------------------------------
+@click.group()
+def shops() -> None:
+    """Shop profiles."""
+    _quiet_libraries()
+
+
+@shops.command("set")
+@shop_option
+@click.option("--name", required=True, help="Display name, shown to customers as shop_name.")
+def shops_set(shop: str, name: str) -> None:
+    """Set the shop's display name."""
+    record = _build(ShopProfile, shop_id=shop, name=name, updated_at=_now())
+    _run(shop_config.publish(_settings(kafka=True), record))
+    click.echo(f"shop {shop} is named {record.name!r}")
+
+
+# -- ledger and alerts (PostgreSQL) ------------------------------------------------------------
+async def _query(settings: Settings, work: Callable[[Any], Awaitable[_T]]) -> _T:
+    """Open one connection to DATABASE_URL, ``await work(connection)``, close it.
+
+    A connection or query failure becomes a one-line RetryableError (without the URL: it holds the password).
+    """
+    url = settings.database_url.get_secret_value() if settings.database_url else ""
+    sqlalchemy_url(url)  # refuses a URL that is not PostgreSQL's, with the usual message
+    try:
+        conn = await asyncpg.connect("postgresql://" + url.partition("://")[2], timeout=10)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise RetryableError(f"database: {exc}") from None
+
+
+@click.group()
+def ledger() -> None:
+    """Customer credit ledger."""
+    _quiet_libraries()
+
+
+@ledger.command("balance")
+@shop_option
+@click.option("--customer", type=ID, required=True, help="Customer id.")
+def ledger_balance(shop: str, customer: str) -> None:
+    """Print the customer's credit balance, e.g. $20.00 (the shop's ledger is assumed to be in USD)."""
+    settings = _settings(database=True)
+    cents = _run(_query(settings, lambda conn: queries.ledger_balance(conn, shop, customer)))
+    click.echo(format_money(cents, "USD"))
+
+
+@click.group()
+def alerts() -> None:
+    """Alerts on the shop's dashboard."""
+    _quiet_libraries()
+
+
+@alerts.command("list")
+@shop_option
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="Newest N alerts.")
+def alerts_list(shop: str, limit: int) -> None:
+    """The shop's latest alerts, newest first: time raised, customer, text."""
+    settings = _settings(database=True)
+    found = _run(_query(settings, lambda conn: queries.list_alerts(conn, shop, limit)))
+    if not found:
+        click.echo(f"shop {shop} has no alerts")
+        return
+    _table(["TIME", "CUSTOMER", "TEXT"], [[_when(a.created_at), a.customer_id, a.text] for a in found])
+
+
+def register(cli: click.Group) -> None:
+    """Add the administration groups to the main ``streamapp`` group."""
+    for group in (rules, templates, shops, ledger, alerts):
+        cli.add_command(group)

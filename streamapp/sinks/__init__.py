@@ -1,0 +1,10 @@
+"""Sinks: perform the effects of actions, idempotent on ``action_id`` (see :mod:`streamapp.sinks.base`)."""
+
+from __future__ import annotations
+
+from streamapp.sinks.alerts import AlertSink
+from streamapp.sinks.base import Outcome, Sink
+from streamapp.sinks.email import EmailSink
+from streamapp.sinks.ledger import LedgerSink
+
+__all__ = ["AlertSink", "EmailSink", "LedgerSink", "Outcome", "Sink"]

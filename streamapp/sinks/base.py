@@ -1,0 +1,55 @@
+"""The sink contract: perform one action's effect, exactly once per ``action_id``.
+
+When it runs: the caller (the agent consuming the ``actions`` topic) calls
+:meth:`Sink.deliver` once per delivery of an action, after dispatching on
+``action.effect.channel`` to the sink of that channel. Kafka delivers at least once,
+so the same ``action_id`` can arrive several times, one after the other or at the
+same moment from two workers during a rebalance. Every sink is idempotent on
+``action_id``: only the first successful delivery has an effect.
+
+What it returns (:data:`Outcome`):
+
+* ``"applied"``: the effect happened during this call;
+* ``"duplicate"``: it had already been done (or permanently failed) for this
+  ``action_id``; nothing happened now;
+* ``"failed"``: the effect failed permanently; the failure is recorded with its
+  reason and the action will not be tried again.
+
+After any of the three the caller may commit the action's offset.
+
+What an exception means: :class:`~streamapp.errors.RetryableError` escaping
+``deliver`` means "not done, try later": the caller must not commit the offset
+and should deliver the action again. A :class:`ValueError` means the caller
+dispatched an action of another channel. Any other exception is a bug, with one
+caveat: a database outage surfaces as asyncpg's own exceptions, not as RetryableError.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar, Literal, TypeVar
+
+from schemas.actions import Action, AlertEffect, CreditEffect, EmailEffect
+
+Outcome = Literal["applied", "duplicate", "failed"]
+
+_E = TypeVar("_E", EmailEffect, CreditEffect, AlertEffect)
+
+
+class Sink(abc.ABC):
+    """Performs the effects of one channel; see the module docstring for the contract."""
+
+    #: The ``effect.channel`` this sink performs; the caller dispatches on it.
+    channel: ClassVar[str]
+
+    @abc.abstractmethod
+    async def deliver(self, action: Action) -> Outcome:
+        """Perform ``action``'s effect unless it was already done for its ``action_id``."""
+
+
+def effect_of(action: Action, kind: type[_E]) -> _E:
+    """``action.effect`` as ``kind``; a ValueError if the caller dispatched another channel."""
+    effect = action.effect
+    if not isinstance(effect, kind):
+        raise ValueError(f"action {action.action_id} has channel {effect.channel!r}, not {kind.__name__}")
+    return effect

@@ -1,0 +1,248 @@
+"""The admin commands through the real entry point (``python -m streamapp``) on the real broker and database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streamapp.db import upgrade
+from streamapp.settings import Settings
+from streamapp.topics import ALL_TOPICS, ensure_topics, topic_name
+from tests.conftest import settings_env
+from tests.harness.services import REPO_ROOT, wait_for
+from tests.integration.kafka_helpers import create_topic
+
+pytestmark = pytest.mark.integration
+
+SHOP = "shop-1"
+BODY = "<p>Hi {{ customer_name }},</p>\n<p>{{ order_count }} orders at {{ shop_name }}: thank you!</p>\n"
+
+
+class Cli:
+    """Runs ``python -m streamapp`` with one test's environment."""
+
+    def __init__(self, env: dict[str, str], tmp: Path) -> None:
+        self.env = env
+        self.tmp = tmp
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "streamapp", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=REPO_ROOT,
+            timeout=60,
+            check=False,
+        )
+        assert "Traceback" not in done.stderr + done.stdout, done.stderr
+        return done
+
+    def ok(self, *args: str) -> str:
+        done = self(*args)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def refused(self, *args: str, code: int = 2) -> str:
+        """The one error line of a refused command."""
+        done = self(*args)
+        assert done.returncode == code, (done.stdout, done.stderr)
+        assert done.stdout == ""
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("streamapp: error: "), done.stderr
+        return lines[0]
+
+    def add_template(
+        self, key: str, body: str, subject: str = "Thanks, {{ customer_name }}"
+    ) -> subprocess.CompletedProcess[str]:
+        path = self.tmp / f"{key}.html"
+        path.write_text(body, encoding="utf-8")
+        return self("templates", "add", "--shop", SHOP, "--key", key, "--subject", subject, "--body-file", str(path))
+
+    def rules_json(self) -> list[dict[str, object]]:
+        rules: list[dict[str, object]] = json.loads(self.ok("rules", "list", "--shop", SHOP, "--json"))
+        return rules
+
+
+async def _partition_counts(settings: Settings) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic_name(settings, spec) for spec in ALL_TOPICS])
+        return [len(d["partitions"]) for d in described]
+    finally:
+        await admin.close()
+
+
+def create_topics(settings: Settings) -> None:
+    """Create the topics and wait (bounded) until the broker describes them all.
+
+    ensure_topics alone can describe a topic it has just created before the broker's
+    metadata has its partitions (0 partitions, refused); so create, wait, then let it check.
+    """
+    for spec in ALL_TOPICS:
+        name = topic_name(settings, spec)
+        asyncio.run(
+            create_topic(
+                settings.kafka_bootstrap_servers or "", name, settings.topic_partitions, compacted=spec.compacted
+            )
+        )
+    wait_for(
+        lambda: all(n == settings.topic_partitions for n in asyncio.run(_partition_counts(settings))),
+        timeout=30,
+        what="topic metadata",
+    )
+    asyncio.run(ensure_topics(settings))
+
+
+@pytest.fixture
+def cli(settings_factory: Callable[..., Settings], database_url: str, tmp_path: Path) -> Cli:
+    upgrade(database_url)
+    settings = settings_factory(database_url=database_url)
+    create_topics(settings)
+    return Cli({**os.environ, **settings_env(settings)}, tmp_path)
+
+
+def sql(cli: Cli, query: str, *args: object) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(cli.env["DATABASE_URL"])
+        try:
+            await conn.execute(query, *args)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def test_email_rule_needs_an_existing_template_then_lists(cli: Cli) -> None:
+    add = ("rules", "add-order-count", "--shop", SHOP, "--name", "Thanks at 3", "--orders", "3", "--action", "email")
+    assert cli.refused(*add, "--template", "thanks") == (
+        "streamapp: error: shop shop-1 has no email template thanks (add it with `templates add`)"
+    )
+    assert cli.add_template("thanks", BODY).returncode == 0
+    rule_id = cli.ok(*add, "--template", "thanks").strip()
+    assert len(rule_id) == 12
+
+    table = cli.ok("rules", "list", "--shop", SHOP).splitlines()
+    assert table[0].split()[:5] == ["ID", "NAME", "ORDERS", "ACTION", "DETAIL"]
+    assert table[1].startswith(rule_id) and "Thanks at 3" in table[1] and " thanks " in table[1]
+    assert " on " in table[1]
+    assert "thanks" in cli.ok("templates", "list", "--shop", SHOP)
+    assert cli.ok("templates", "show", "--shop", SHOP, "--key", "thanks").endswith(BODY)
+
+
+def test_disable_enable_round_trip(cli: Cli) -> None:
+    rule_id = cli.ok(
+        "rules", "add-order-count", "--shop", SHOP, "--name", "Alert at 5", "--orders", "5", "--action", "alert"
+    ).strip()
+    [created] = cli.rules_json()
+    assert created["enabled"] is True
+
+    assert cli.ok("rules", "disable", "--shop", SHOP, rule_id).startswith(f"rule {rule_id} disabled")
+    [disabled] = cli.rules_json()
+    assert disabled["enabled"] is False
+    assert disabled["effective_at"] == created["effective_at"]
+    assert "already disabled" in cli.ok("rules", "disable", "--shop", SHOP, rule_id)
+
+    cli.ok("rules", "enable", "--shop", SHOP, rule_id)
+    [enabled] = cli.rules_json()
+    assert enabled["enabled"] is True
+    effective = datetime.fromisoformat(str(enabled["effective_at"]))
+    assert effective > datetime.fromisoformat(str(created["effective_at"]))
+    assert enabled["updated_at"] == enabled["effective_at"]
+    assert "already enabled" in cli.ok("rules", "enable", "--shop", SHOP, rule_id)
+    assert cli.rules_json() == [enabled]
+
+
+def test_unknown_rule_id_is_one_line(cli: Cli) -> None:
+    assert cli.refused("rules", "enable", "--shop", SHOP, "nosuchrule") == (
+        "streamapp: error: shop shop-1 has no rule nosuchrule"
+    )
+    assert "--shop 'a:b'" in cli.refused("rules", "list", "--shop", "a:b")
+
+
+def test_template_errors_name_the_problem_and_line(cli: Cli) -> None:
+    done = cli.add_template("broken", "<p>Hello</p>\n<p>{{ nope }}</p>\n")
+    assert done.returncode == 2
+    assert "line 2" in done.stderr and "nope" in done.stderr, done.stderr
+    sandbox = cli.add_template("escape", "<p>{{ ''.__class__ }}</p>\n")
+    assert sandbox.returncode == 2 and "template refused" in sandbox.stderr, sandbox.stderr
+    missing = cli("templates", "add", "--shop", SHOP, "--key", "k", "--subject", "s", "--body-file", "/nonexistent/b")
+    assert missing.returncode == 2
+    assert missing.stderr == "streamapp: error: --body-file /nonexistent/b: No such file or directory\n"
+    assert "has no email templates" in cli.ok("templates", "list", "--shop", SHOP)
+
+
+def test_credit_amounts_and_option_combinations(cli: Cli) -> None:
+    credit = ("rules", "add-order-count", "--shop", SHOP, "--name", "Credit at 10", "--orders", "10")
+    assert "more than 2 decimal places" in cli.refused(*credit, "--action", "credit", "--amount", "20.505")
+    assert "must be more than zero" in cli.refused(*credit, "--action", "credit", "--amount", "0")
+    assert "not a number" in cli.refused(*credit, "--action", "credit", "--amount", "lots")
+    assert cli.refused(*credit, "--action", "credit") == "streamapp: error: a credit rule needs --amount DOLLARS"
+    assert cli.refused(*credit, "--action", "alert", "--template", "thanks") == (
+        "streamapp: error: --template is only for email rules, not alert"
+    )
+    cli.ok(*credit, "--action", "credit", "--amount", "20.50", "--disabled")
+    [rule] = cli.rules_json()
+    assert rule["amount_cents"] == 2050 and rule["enabled"] is False
+    row = cli.ok("rules", "list", "--shop", SHOP).splitlines()[1]
+    assert "$20.50" in row and " off " in row
+
+
+def test_shop_profile(cli: Cli) -> None:
+    assert (
+        cli.ok("shops", "set", "--shop", SHOP, "--name", "  Acme Print Co. ")
+        == "shop shop-1 is named 'Acme Print Co.'\n"
+    )
+
+
+def test_ledger_balance_and_alerts(cli: Cli) -> None:
+    for cents in (2000, 500):
+        sql(
+            cli,
+            "INSERT INTO ledger_entries (action_id, shop_id, customer_id, amount_cents, reason)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            uuid.uuid4().hex,
+            SHOP,
+            "cust-1",
+            cents,
+            "test",
+        )
+    sql(
+        cli,
+        "INSERT INTO alerts (action_id, shop_id, customer_id, rule_id, text, occurred_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        uuid.uuid4().hex,
+        SHOP,
+        "cust-1",
+        "r1",
+        "Ann Lee (cust-1) reached 5 orders: Alert at 5",
+        datetime.now(UTC),
+    )
+    assert cli.ok("ledger", "balance", "--shop", SHOP, "--customer", "cust-1") == "$25.00\n"
+    assert cli.ok("ledger", "balance", "--shop", SHOP, "--customer", "cust-2") == "$0.00\n"
+    listing = cli.ok("alerts", "list", "--shop", SHOP, "--limit", "5").splitlines()
+    assert listing[0].split() == ["TIME", "CUSTOMER", "TEXT"]
+    assert "cust-1" in listing[1] and "reached 5 orders: Alert at 5" in listing[1]
+
+
+def test_unreachable_services_are_one_line_exit_1(cli: Cli) -> None:
+    cli.env = {
+        **cli.env,
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+        "DATABASE_URL": "postgresql://u:hunter2@127.0.0.1:9/db",
+    }
+    assert "Kafka is not reachable" in cli.refused("rules", "list", "--shop", SHOP, code=1)
+    line = cli.refused("ledger", "balance", "--shop", SHOP, "--customer", "c", code=1)
+    assert "database" in line and "hunter2" not in line

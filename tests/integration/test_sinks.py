@@ -1,0 +1,338 @@
+"""Sinks against the real PostgreSQL and a real SMTP server: idempotent on action_id, honest on failure."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+from aiosmtpd.controller import Controller
+
+from schemas.actions import Action, AlertEffect, CreditEffect, EmailEffect, Lineage
+from streamapp.db import upgrade
+from streamapp.embedded.process import free_port
+from streamapp.errors import RetryableError
+from streamapp.queries import get_delivery, ledger_balance, list_alerts
+from streamapp.settings import Settings
+from streamapp.sinks import AlertSink, EmailSink, LedgerSink
+from streamapp.sinks.email import backoff
+from tests.harness.smtp import Recorder
+
+pytestmark = pytest.mark.integration
+
+OCCURRED_AT = datetime(2026, 11, 23, 12, 30, tzinfo=UTC)
+
+
+def make_action(effect: EmailEffect | CreditEffect | AlertEffect, customer_id: str = "cust-1") -> Action:
+    return Action(
+        action_id=f"act-{uuid.uuid4().hex[:12]}",
+        shop_id="shop-1",
+        customer_id=customer_id,
+        rule_id="rule-10",
+        rule_name="Tenth order",
+        trigger="order_count",
+        order_count=10,
+        occurred_at=OCCURRED_AT,
+        effect=effect,
+        lineage=Lineage(event_id="evt-1", topic="orders", partition=0, offset=41),
+    )
+
+
+def email_action(**overrides: Any) -> Action:
+    values: dict[str, Any] = {
+        "to": "ada@example.com",
+        "to_name": "Ada Lovelace",
+        "template_key": "tenth-order",
+        "subject": "Your 10th order",
+        "text_body": "Thank you, Ada.",
+        "html_body": "<p>Thank you, <b>Ada</b>.</p>",
+    }
+    values.update(overrides)
+    return make_action(EmailEffect(**values))
+
+
+class Flaky(Recorder):
+    """Refuses the first ``times`` recipients with ``reply``, then accepts (``times=None``: always refuses)."""
+
+    def __init__(self, reply: str, times: int | None = None) -> None:
+        super().__init__()
+        self.reply = reply
+        self.times = times
+
+    def refuse_rcpt(self) -> str | None:
+        return self.reply if self.times is None or self.rcpt_calls <= self.times else None
+
+
+class Gated(Recorder):
+    """Holds every DATA until ``gate`` opens (bounded), so a test can look at the world mid-send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_data = threading.Event()
+        self.gate = threading.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.in_data.set()
+        await asyncio.get_running_loop().run_in_executor(None, self.gate.wait, 10)
+        return await super().handle_DATA(server, session, envelope)
+
+
+class Sleeps:
+    """The injected backoff sleep: records the delays, never waits."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+async def eventually(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``condition`` (sync or async) until it is true, at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def migrated_url(database_url: str) -> str:
+    upgrade(database_url)  # sync: runs before the test's event loop
+    return database_url
+
+
+@pytest.fixture
+async def pool(migrated_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(migrated_url, min_size=1, max_size=4)
+    try:
+        yield pool
+    finally:
+        await asyncio.wait_for(pool.close(), 10)
+
+
+@pytest.fixture
+def smtp_factory() -> Iterator[Callable[..., int]]:
+    """Starts a real SMTP server on 127.0.0.1 with a handler; returns its port. Stopped at teardown."""
+    started: list[Controller] = []
+
+    def start(handler: Recorder, port: int | None = None) -> int:
+        controller = Controller(handler, hostname="127.0.0.1", port=port or free_port(), ready_timeout=10)
+        controller.start()
+        started.append(controller)
+        return int(controller.port)
+
+    yield start
+    for controller in started:
+        controller.stop()
+
+
+def email_sink(pool: asyncpg.Pool, port: int, sleeps: Sleeps | None = None, max_attempts: int = 5) -> EmailSink:
+    settings = Settings(smtp_host="127.0.0.1", smtp_port=port, smtp_from="shop@streamapp.test")
+    return EmailSink(pool, settings, sleep=sleeps or Sleeps(), max_attempts=max_attempts, timeout=5.0)
+
+
+async def test_credit_delivered_twice_is_one_ledger_entry(pool: asyncpg.Pool) -> None:
+    sink = LedgerSink(pool)
+    credit = make_action(CreditEffect(amount_cents=2000, currency="EUR", reason="10th order"))
+    other = make_action(CreditEffect(amount_cents=500, currency="EUR", reason="5th order"))
+
+    assert await sink.deliver(credit) == "applied"
+    assert await sink.deliver(credit) == "duplicate"
+    assert await sink.deliver(other) == "applied"
+
+    row = await pool.fetchrow("SELECT count(*), min(reason) FROM ledger_entries WHERE action_id = $1", credit.action_id)
+    assert tuple(row) == (1, "10th order")
+    assert await ledger_balance(pool, "shop-1", "cust-1") == 2500
+    assert await ledger_balance(pool, "shop-1", "nobody") == 0
+
+
+async def test_alert_delivered_twice_is_one_alert(pool: asyncpg.Pool) -> None:
+    sink = AlertSink(pool)
+    alert = make_action(AlertEffect(text="Ada placed her 10th order"))
+
+    assert await sink.deliver(alert) == "applied"
+    assert await sink.deliver(alert) == "duplicate"
+
+    async with pool.acquire() as conn:
+        alerts = await list_alerts(conn, "shop-1")
+    assert [(a.action_id, a.rule_id, a.text, a.occurred_at, a.read_at) for a in alerts] == [
+        (alert.action_id, "rule-10", "Ada placed her 10th order", OCCURRED_AT, None)
+    ]
+    assert await list_alerts(pool, "shop-2") == []
+
+
+async def test_a_sink_refuses_another_channel(pool: asyncpg.Pool) -> None:
+    with pytest.raises(ValueError, match="alert"):
+        await LedgerSink(pool).deliver(make_action(AlertEffect(text="not money")))
+
+
+async def test_email_delivered_twice_is_sent_once(pool: asyncpg.Pool, smtp_factory: Callable[..., int]) -> None:
+    server = Recorder()
+    sink = email_sink(pool, smtp_factory(server))
+    action = email_action()
+
+    assert await sink.deliver(action) == "applied"
+    assert await sink.deliver(action) == "duplicate"
+
+    assert len(server.messages) == 1 and server.rcpt_calls == 1
+    message = server.messages[0]
+    assert message["To"] == "Ada Lovelace <ada@example.com>"
+    assert message["From"] == "shop@streamapp.test"
+    assert message["Subject"] == "Your 10th order"
+    assert message["Message-ID"] == f"<{action.action_id}@streamapp>"
+    assert message["X-Streamapp-Action-Id"] == action.action_id
+    plain, html = message.get_body(("plain",)), message.get_body(("html",))
+    assert plain is not None and plain.get_content().strip() == "Thank you, Ada."
+    assert html is not None and html.get_content().strip() == "<p>Thank you, <b>Ada</b>.</p>"
+
+    delivery = await get_delivery(pool, action.action_id)
+    assert delivery is not None
+    assert (delivery.channel, delivery.status, delivery.attempts, delivery.recipient, delivery.last_error) == (
+        "email",
+        "sent",
+        1,
+        "ada@example.com",
+        None,
+    )
+    assert delivery.provider_message_id is not None and "Q1" in delivery.provider_message_id
+    assert await get_delivery(pool, "never-delivered") is None
+
+
+@pytest.mark.parametrize("earlier_attempt", [False, True], ids=["first-delivery", "pending-row"])
+async def test_concurrent_deliveries_of_one_email_send_it_once(
+    pool: asyncpg.Pool, smtp_factory: Callable[..., int], earlier_attempt: bool
+) -> None:
+    server = Gated()
+    sink = email_sink(pool, smtp_factory(server))
+    action = email_action()
+    if earlier_attempt:  # the row exists already (an earlier delivery ran out of attempts): only the lock serialises
+        await pool.execute(
+            "INSERT INTO deliveries (action_id, channel, shop_id, customer_id, recipient, attempts, last_error) "
+            "VALUES ($1, 'email', 'shop-1', 'cust-1', 'ada@example.com', 1, '451 earlier')",
+            action.action_id,
+        )
+
+    both = asyncio.gather(sink.deliver(action), sink.deliver(action))
+    try:
+        # One delivery is inside DATA while the other waits on the database lock, not on SMTP.
+        await eventually(server.in_data.is_set, what="the first delivery to reach DATA")
+        await eventually(
+            lambda: pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ),
+            what="the second delivery to wait on the row lock",
+        )
+        assert server.rcpt_calls == 1
+    finally:
+        server.gate.set()
+        outcomes = await asyncio.wait_for(both, 20)
+
+    assert sorted(outcomes) == ["applied", "duplicate"]
+    assert len(server.messages) == 1
+    delivery = await get_delivery(pool, action.action_id)
+    assert delivery is not None and (delivery.status, delivery.attempts) == ("sent", 2 if earlier_attempt else 1)
+
+
+async def test_transient_refusals_are_retried_with_backoff(
+    pool: asyncpg.Pool, smtp_factory: Callable[..., int]
+) -> None:
+    server = Flaky("451 4.3.0 Try again later", times=2)
+    sleeps = Sleeps()
+    action = email_action()
+
+    assert await email_sink(pool, smtp_factory(server), sleeps).deliver(action) == "applied"
+
+    assert sleeps.delays == [0.5, 1.0]
+    assert len(server.messages) == 1
+    delivery = await get_delivery(pool, action.action_id)
+    assert delivery is not None and (delivery.status, delivery.attempts) == ("sent", 3)
+
+
+async def test_exhausted_attempts_raise_retryable_and_leave_the_row_pending(
+    pool: asyncpg.Pool, smtp_factory: Callable[..., int]
+) -> None:
+    server = Flaky("451 4.3.0 Try again later")
+    sleeps = Sleeps()
+    action = email_action()
+
+    with pytest.raises(RetryableError, match="451"):
+        await email_sink(pool, smtp_factory(server), sleeps, max_attempts=3).deliver(action)
+
+    assert sleeps.delays == [0.5, 1.0]
+    assert server.messages == [] and server.rcpt_calls == 3
+    delivery = await get_delivery(pool, action.action_id)
+    assert delivery is not None
+    assert (delivery.status, delivery.attempts) == ("pending", 3)
+    assert delivery.last_error is not None and "451" in delivery.last_error
+
+
+async def test_permanent_refusal_is_recorded_and_never_retried(
+    pool: asyncpg.Pool, smtp_factory: Callable[..., int]
+) -> None:
+    server = Flaky("550 5.1.1 No such user")
+    sleeps = Sleeps()
+    port = smtp_factory(server)
+    action = email_action()
+
+    assert await email_sink(pool, port, sleeps).deliver(action) == "failed"
+    assert sleeps.delays == [] and server.rcpt_calls == 1
+    delivery = await get_delivery(pool, action.action_id)
+    assert delivery is not None
+    assert (delivery.status, delivery.attempts) == ("failed", 1)
+    assert delivery.last_error is not None and "550" in delivery.last_error and "No such user" in delivery.last_error
+
+    # The redelivery reads the row and stops; it never reaches the server.
+    assert await email_sink(pool, port, sleeps).deliver(action) == "duplicate"
+    assert server.rcpt_calls == 1
+
+
+async def test_unsendable_header_is_a_failed_delivery_not_a_crash(
+    pool: asyncpg.Pool, smtp_factory: Callable[..., int]
+) -> None:
+    server = Recorder()
+    action = email_action(subject="Hello\r\nBcc: everyone@example.com")
+
+    assert await email_sink(pool, smtp_factory(server)).deliver(action) == "failed"
+
+    assert server.rcpt_calls == 0
+    delivery = await get_delivery(pool, action.action_id)
+    assert delivery is not None and delivery.status == "failed"
+    assert delivery.last_error is not None and delivery.last_error.startswith("invalid message")
+
+
+async def test_unreachable_server_raises_retryable_and_a_redelivery_sends(
+    pool: asyncpg.Pool, smtp_factory: Callable[..., int]
+) -> None:
+    port = free_port()  # nobody listens here yet
+    sleeps = Sleeps()
+    action = email_action()
+
+    with pytest.raises(RetryableError):
+        await email_sink(pool, port, sleeps, max_attempts=2).deliver(action)
+
+    assert sleeps.delays == [0.5]
+    delivery = await get_delivery(pool, action.action_id)
+    assert delivery is not None and (delivery.status, delivery.attempts) == ("pending", 2)
+    assert delivery.last_error
+
+    server = Recorder()
+    smtp_factory(server, port)
+    assert await email_sink(pool, port, sleeps).deliver(action) == "applied"
+    assert len(server.messages) == 1
+    delivery = await get_delivery(pool, action.action_id)
+    assert delivery is not None and (delivery.status, delivery.attempts) == ("sent", 3)
+
+
+def test_backoff_doubles_from_half_a_second_up_to_30s() -> None:
+    assert [backoff(attempt) for attempt in range(1, 9)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]

@@ -1,0 +1,28 @@
+"""Every consumed topic has exactly one agent, with concurrency=1.
+
+faust-streaming #606 commits past an in-flight message when acks arrive out of
+order, which several streams over one partition produce (more actors, or several
+agents on one topic). A SIGKILL then loses those messages; see agents/actions.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections import Counter
+
+import agents
+from streamapp.app import app
+
+
+def test_each_topic_has_one_agent_with_concurrency_one() -> None:
+    for module in pkgutil.iter_modules(agents.__path__):
+        importlib.import_module(f"agents.{module.name}")
+    consumed: Counter[str] = Counter()
+    assert app.agents, "no agents registered"
+    for agent in app.agents.values():
+        assert agent.concurrency == 1, f"{agent.name} has concurrency {agent.concurrency}"
+        for topic in agent.channel.topics:  # type: ignore[attr-defined]
+            consumed[topic] += 1
+    shared = {topic: n for topic, n in consumed.items() if n > 1}
+    assert not shared, f"topics consumed by more than one agent: {shared}"
