@@ -110,12 +110,12 @@ def test_services_die_with_a_sigkilled_parent(tmp_path: Path) -> None:
     wait_for(lambda: not any(pid_alive(pid) for pid in below), timeout=30, what="orphaned services to exit")
 
 
-def test_run_command_serves_health_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+def test_run_command_plays_the_demo_serves_health_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     out = tmp_path / "run.out"
     port = str(free_port())
     with open(out, "w") as sink:
         run = subprocess.Popen(
-            [sys.executable, "-m", "streamapp", "run", "--web-port", port],
+            [sys.executable, "-m", "streamapp", "run", "--demo", "--web-port", port],
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=_clean_env(tmp_path),
@@ -125,6 +125,10 @@ def test_run_command_serves_health_and_stops_everything_on_ctrl_c(tmp_path: Path
     try:
         wait_for(lambda: "ready " in out.read_text() or run.poll() is not None, timeout=120, what="`streamapp run`")
         assert run.poll() is None, out.read_text()
+        printed = out.read_text()
+        assert "credits   ann $20.00, ben $20.00" in printed, printed
+        assert "emails    5 sent" in printed and "alerts    1 " in printed, printed
+        assert len(list((tmp_path / "state" / "mail").glob("*.eml"))) == 5
         assert http_get(f"http://127.0.0.1:{port}/healthz") == (200, {"status": "ok"})
         status, body = http_get(f"http://127.0.0.1:{port}/readyz") or (None, None)
         assert status == 200 and body["ready"] is True
