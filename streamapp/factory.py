@@ -49,6 +49,7 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=settings.commit_interval_seconds,
         broker_session_timeout=settings.session_timeout_seconds,
+        producer_linger=settings.producer_linger_ms / 1000,
         broker_heartbeat_interval=settings.session_timeout_seconds / 10,
         datadir=str(settings.data_dir),
         web_host=settings.web_host,

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     commit_interval_seconds: float = Field(
         2.8, gt=0, le=60, description="How often a worker commits consumed offsets (after flushing its sends)."
     )
+    producer_linger_ms: float = Field(
+        5.0, ge=0, le=1000, description="How long a worker's producer waits to batch messages (latency for throughput)."
+    )
     session_timeout_seconds: float = Field(
         30.0, ge=6, le=300, description="How long a silent worker keeps its partitions before they move."
     )
