@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from streamapp.order_count import action_id
 from streamapp.settings import Settings
 from streamapp.topics import ensure_topics
 from tests.conftest import settings_env
-from tests.harness.services import Worker, new_database
+from tests.harness.services import Worker, new_database, wait_for
 from tests.harness.smtp import Recorder, smtp_server
 from tests.integration.pipeline import Pipeline, now
 
@@ -213,3 +214,45 @@ def test_effects_land_once_in_the_ledger_the_mailbox_and_the_dashboard(pipeline:
     assert len(mails) == 1
     assert mails[0]["Subject"] == f"{s}: thank you!" and mails[0]["To"] == "Ann Lee <c1@example.com>"
     assert "Dear Ann Lee, 2 orders!" in mails[0].get_body(("plain",)).get_content()
+
+
+def metric_values(text: str, name: str) -> dict[frozenset[tuple[str, str]], float]:
+    """Samples of metric ``name`` in Prometheus text: labels -> value."""
+    values: dict[frozenset[tuple[str, str]], float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, _, value = line[len(name) + 1 :].rpartition("} ")
+            pairs = (item.split("=", 1) for item in labels.split(",") if item)
+            values[frozenset((k, v.strip('"')) for k, v in pairs)] = float(value)
+    return values
+
+
+def test_metrics_report_lag_per_partition_and_dead_letters(pipeline: Pipeline) -> None:
+    s = shop()
+    pipeline.send_raw(b"x", b"not json")
+    pipeline.pay(s, "c1", "o1")
+    pipeline.drain()
+    worker = pipeline.workers[0]
+
+    def scrape() -> str:
+        with urllib.request.urlopen(worker.base_url + "/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    def payments_lag() -> dict[str, float]:
+        lag = metric_values(scrape(), "streamapp_consumer_lag")
+        return {dict(k)["partition"]: v for k, v in lag.items() if dict(k)["topic"] == pipeline.payments}
+
+    # Every partition reported; zero once the worker has committed everything.
+    wait_for(
+        lambda: payments_lag() == dict.fromkeys(("0", "1", "2", "3"), 0.0),
+        timeout=30,
+        what="payments lag of 0 on every partition",
+    )
+    internal = {
+        dict(k)["partition"]
+        for k in metric_values(scrape(), "streamapp_consumer_lag")
+        if dict(k)["topic"] == pipeline.internal
+    }
+    assert internal == {"0", "1", "2", "3"}
+    letters = metric_values(scrape(), "streamapp_dead_letters_total")
+    assert letters[frozenset({("topic", pipeline.payments), ("reason", "invalid_json")})] >= 1
