@@ -68,15 +68,8 @@ def decode(  # noqa: PLR0911 - one return per rejection reason
     """The event in ``value``, or a DeadLetter carrying the reason and the original bytes."""
 
     def reject(reason: Reason, detail: str) -> DeadLetter:
-        return DeadLetter(
-            reason=reason,
-            detail=detail[:4000],
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            key_b64=_b64(key),
-            value_b64=_b64(value),
-            rejected_at=now or datetime.now(UTC),
+        return dead_letter(
+            reason, detail, key=key, value=value, topic=topic, partition=partition, offset=offset, now=now
         )
 
     if value is None:
