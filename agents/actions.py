@@ -82,7 +82,7 @@ async def _actions(stream: StreamT[bytes]) -> AsyncIterator[tuple[Action, str]]:
     async for event in stream.events():
         message = event.message
         try:
-            yield Action.model_validate_json(message.value or b""), f"{message.partition}@{message.offset}"
+            action = Action.model_validate_json(message.value or b"")
         except ValidationError as exc:
             letter = dead_letter(
                 "invalid_event",
@@ -95,6 +95,8 @@ async def _actions(stream: StreamT[bytes]) -> AsyncIterator[tuple[Action, str]]:
             )
             metrics.dead_letters.labels(message.topic, letter.reason).inc()
             await topics.dead_letters.send(key=message.key, value=letter.model_dump_json().encode())
+            continue
+        yield action, f"{message.partition}@{message.offset}"
 
 
 @app.agent(topics.actions, concurrency=1)

@@ -17,6 +17,7 @@ from datetime import timedelta
 import pytest
 from pydantic import SecretStr
 
+from schemas.deadletter import DeadLetter
 from streamapp.db import upgrade
 from streamapp.order_count import action_id
 from streamapp.settings import Settings
@@ -24,6 +25,7 @@ from streamapp.topics import ensure_topics
 from tests.conftest import settings_env
 from tests.harness.services import Worker, new_database, wait_for
 from tests.harness.smtp import Recorder, smtp_server
+from tests.integration.kafka_helpers import produce
 from tests.integration.pipeline import Pipeline, now
 
 pytestmark = pytest.mark.integration
@@ -256,3 +258,23 @@ def test_metrics_report_lag_per_partition_and_dead_letters(pipeline: Pipeline) -
     assert internal == {"0", "1", "2", "3"}
     letters = metric_values(scrape(), "streamapp_dead_letters_total")
     assert letters[frozenset({("topic", pipeline.payments), ("reason", "invalid_json")})] >= 1
+
+
+def test_garbage_on_the_actions_topic_is_dead_lettered_and_effects_go_on(pipeline: Pipeline) -> None:
+    s = shop()
+    actions_topic = f"{pipeline.settings.topic_prefix}actions"
+    marker = uuid.uuid4().hex.encode()
+    asyncio.run(produce(pipeline.bootstrap, actions_topic, [(marker, b'{"action_id": "half an action"}')]))
+    pipeline.add_rule(s, "Alert at 1", 1, "alert")
+    pipeline.pay(s, "c1", "o1")
+    pipeline.drain()
+    pipeline.wait_effects(s, alerts=1)
+
+    def letter() -> DeadLetter | None:
+        wanted = base64.b64encode(marker).decode()
+        return next((d for d in pipeline.dead_letters() if d.key_b64 == wanted), None)
+
+    found = wait_for(letter, timeout=30, what="the garbage action in dead-letters")
+    assert found.topic == actions_topic and found.reason == "invalid_event"
+    assert base64.b64decode(found.value_b64 or "") == b'{"action_id": "half an action"}'
+    assert "not an action" in found.detail
