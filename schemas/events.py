@@ -31,26 +31,26 @@ class EventBase(Incoming):
     occurred_at: AwareDatetime = Field(description="When it happened at the source (RFC 3339 with offset).")
 
 
-class PaymentSucceeded(EventBase):
+class PaymentBase(EventBase):
+    """Fields every payment event carries."""
+
+    customer: Customer
+    order_id: Identifier
+    payment_id: Identifier
+    amount_cents: int = Field(ge=0)
+    currency: Currency = "USD"
+
+
+class PaymentSucceeded(PaymentBase):
     """A payment for an order was captured. Counts towards the customer's order count once per order."""
 
     type: Literal["payment.succeeded"]
-    customer: Customer
-    order_id: Identifier
-    payment_id: Identifier
-    amount_cents: int = Field(ge=0)
-    currency: Currency = "USD"
 
 
-class PaymentFailed(EventBase):
+class PaymentFailed(PaymentBase):
     """A payment attempt failed. Recorded for completeness; it never counts."""
 
     type: Literal["payment.failed"]
-    customer: Customer
-    order_id: Identifier
-    payment_id: Identifier
-    amount_cents: int = Field(ge=0)
-    currency: Currency = "USD"
     reason: Annotated[str, Field(max_length=500)] = ""
 
 
