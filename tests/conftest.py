@@ -77,6 +77,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "STREAMAPP_TOPIC_PREFIX": settings.topic_prefix,
         "STREAMAPP_TOPIC_PARTITIONS": str(settings.topic_partitions),
         "STREAMAPP_DATA_DIR": str(settings.data_dir),
+        "STREAMAPP_COMMIT_INTERVAL_SECONDS": str(settings.commit_interval_seconds),
+        "STREAMAPP_SESSION_TIMEOUT_SECONDS": str(settings.session_timeout_seconds),
+        "STREAMAPP_SMTP_HOST": settings.smtp_host,
+        "STREAMAPP_SMTP_PORT": str(settings.smtp_port),
     }
     if settings.database_url is not None:
         env["DATABASE_URL"] = settings.database_url.get_secret_value()

@@ -6,19 +6,45 @@ import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+from pydantic import SecretStr
 
 from schemas.actions import Action
 from schemas.config import EmailTemplate, OrderCountRule, ShopProfile
 from schemas.deadletter import DeadLetter
 from streamapp import shop_config
+from streamapp.db import upgrade
 from streamapp.settings import Settings
-from streamapp.topics import ACTIONS, DEAD_LETTERS, PAYMENTS, topic_name
-from tests.harness.services import Worker, wait_for
+from streamapp.topics import ACTIONS, DEAD_LETTERS, PAYMENTS, ensure_topics, topic_name
+from tests.harness.services import Worker, new_database, wait_for
 from tests.harness.smtp import Recorder
 from tests.integration.kafka_helpers import group_lag, produce, read_all
+
+
+def pipeline_settings(
+    name: str, kafka_bootstrap: str, postgres_url: str, smtp_port: int, data_dir: Path, **overrides: Any
+) -> Settings:
+    """Settings of one pipeline test: its own app id, topics (created) and migrated database; fast commits."""
+    run = uuid.uuid4().hex[:10]
+    database_url = new_database(postgres_url)
+    upgrade(database_url)
+    values: dict[str, Any] = {
+        "app_id": f"{name}-{run}",
+        "topic_prefix": f"{name}{run}.",
+        "kafka_bootstrap_servers": kafka_bootstrap,
+        "database_url": SecretStr(database_url),
+        "data_dir": data_dir,
+        "commit_interval_seconds": 0.5,
+        "smtp_host": "127.0.0.1",
+        "smtp_port": smtp_port,
+        **overrides,
+    }
+    settings = Settings(**values)
+    asyncio.run(ensure_topics(settings))
+    return settings
 
 
 def now() -> datetime:

@@ -15,47 +15,25 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from pydantic import SecretStr
 
 from schemas.deadletter import DeadLetter
-from streamapp.db import upgrade
 from streamapp.order_count import action_id
-from streamapp.settings import Settings
-from streamapp.topics import ensure_topics
 from tests.conftest import settings_env
-from tests.harness.services import Worker, new_database, wait_for
+from tests.harness.services import Worker, wait_for
 from tests.harness.smtp import Recorder, smtp_server
 from tests.integration.kafka_helpers import produce
-from tests.integration.pipeline import Pipeline, now
+from tests.integration.pipeline import Pipeline, now, pipeline_settings
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def pipeline(kafka_bootstrap: str, postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    run = uuid.uuid4().hex[:10]
     tmp = tmp_path_factory.mktemp("order-count")
-    database_url = new_database(postgres_url)
-    upgrade(database_url)
     recorder = Recorder()
     with smtp_server(recorder) as smtp_port:
-        settings = Settings(
-            app_id=f"oc-{run}",
-            topic_prefix=f"oc{run}.",
-            kafka_bootstrap_servers=kafka_bootstrap,
-            database_url=SecretStr(database_url),
-            data_dir=tmp / "state",
-            commit_interval_seconds=0.5,
-            smtp_port=smtp_port,
-        )
-        asyncio.run(ensure_topics(settings))
-        env = {
-            **settings_env(settings),
-            "STREAMAPP_COMMIT_INTERVAL_SECONDS": "0.5",
-            "STREAMAPP_SMTP_HOST": "127.0.0.1",
-            "STREAMAPP_SMTP_PORT": str(smtp_port),
-        }
-        worker = Worker("streamapp.app", env, tmp / "worker.log")
+        settings = pipeline_settings("oc", kafka_bootstrap, postgres_url, smtp_port, tmp / "state")
+        worker = Worker("streamapp.app", settings_env(settings), tmp / "worker.log")
         try:
             worker.wait_ready()
             line = Pipeline(settings, recorder)

@@ -11,18 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
 from schemas.actions import Action
-from streamapp.db import upgrade
 from streamapp.order_count import action_id
-from streamapp.settings import Settings
-from streamapp.topics import ensure_topics
 from tests.conftest import settings_env
-from tests.harness.services import Worker, new_database, wait_for
+from tests.harness.services import Worker, wait_for
 from tests.harness.smtp import Recorder, smtp_server
 from tests.integration.kafka_helpers import group_offsets, produce, read_all
-from tests.integration.pipeline import Pipeline
+from tests.integration.pipeline import Pipeline, pipeline_settings
 
 pytestmark = pytest.mark.integration
 
@@ -48,22 +44,14 @@ def payment(shop: str, customer: str, order: int, event_id: str) -> tuple[bytes,
 def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
     kafka_bootstrap: str, postgres_url: str, tmp_path: Path
 ) -> None:
-    run = uuid.uuid4().hex[:10]
-    database_url = new_database(postgres_url)
-    upgrade(database_url)
     recorder = Recorder()
     with smtp_server(recorder) as smtp_port:
-        settings = Settings(
-            app_id=f"crash-{run}",
-            topic_prefix=f"crash{run}.",
-            kafka_bootstrap_servers=kafka_bootstrap,
-            database_url=SecretStr(database_url),
-            commit_interval_seconds=0.5,
-            smtp_port=smtp_port,
+        # A short session timeout: the dead worker's partitions move within seconds.
+        settings = pipeline_settings(
+            "crash", kafka_bootstrap, postgres_url, smtp_port, tmp_path / "state", session_timeout_seconds=6
         )
-        asyncio.run(ensure_topics(settings))
         line = Pipeline(settings, recorder)
-        shop = f"shop-{run}"
+        shop = f"shop-{settings.app_id}"
         line.add_template(shop, "three", "Three orders!", "<p>Thanks {{ customer_name }}</p>")
         rules = {
             count: line.add_rule(shop, f"Credit at {count}", count, "credit", amount_cents=cents)
@@ -82,12 +70,7 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
                     records.append(payment(shop, customer, order, f"{event_id}-again"))
         asyncio.run(produce(kafka_bootstrap, line.payments, records))
 
-        env = {
-            **settings_env(settings),
-            "STREAMAPP_COMMIT_INTERVAL_SECONDS": "0.5",
-            "STREAMAPP_SMTP_HOST": "127.0.0.1",
-            "STREAMAPP_SMTP_PORT": str(smtp_port),
-        }
+        env = settings_env(settings)
         first = Worker("streamapp.app", {**env, "STREAMAPP_DATA_DIR": str(tmp_path / "a")}, tmp_path / "a.log")
         try:
             first.wait_ready()
