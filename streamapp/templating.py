@@ -82,6 +82,13 @@ def render(source: str, variables: Mapping[str, Any], *, name: str) -> str:
         raise TemplateError(f"{name}{where}: {_describe(exc)}") from None
 
 
+def render_text(source: str, variables: Mapping[str, Any], *, name: str) -> str:
+    """Render a plain-text part (SMS, notification text, a text body): same sandbox and
+    autoescaping as :func:`render`, then entities turned back into characters, so that
+    ``O'Brien`` reads ``O'Brien`` and not ``O&#39;Brien``. Never use the result as HTML."""
+    return html.unescape(render(source, variables, name=name))
+
+
 def html_to_text(markup: str) -> str:
     """A plain-text rendition of simple HTML email markup."""
     text = re.sub(r"(?i)<br\s*/?>", "\n", markup)
@@ -93,7 +100,7 @@ def html_to_text(markup: str) -> str:
 
 def render_email(subject: str, body: str, variables: Mapping[str, Any]) -> RenderedEmail:
     """Subject and body of an email template: HTML body, plain-text body, one-line subject."""
-    rendered_subject = html.unescape(render(subject, variables, name="subject"))
+    rendered_subject = render_text(subject, variables, name="subject")
     html_body = render(body, variables, name="body")
     return RenderedEmail(
         subject=" ".join(rendered_subject.split()),

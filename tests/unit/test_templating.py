@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamapp.templating import MAX_SOURCE_CHARS, TemplateError, render, render_email
+from streamapp.templating import MAX_SOURCE_CHARS, TemplateError, render, render_email, render_text
 
 VARS = {"customer_name": "Ann <script>", "order_count": 3}
 
@@ -37,3 +37,11 @@ def test_templates_cannot_mutate_their_variables() -> None:
     with pytest.raises(TemplateError, match="not allowed"):
         render("{{ names.append('b') }}", items, name="t")
     assert items == {"names": ["a"]}
+
+
+def test_plain_text_parts_carry_characters_not_entities() -> None:
+    variables = {"customer_name": "Seán O'Brien & Co <x>"}
+    assert render("{{ customer_name }}", variables, name="t") == "Seán O&#39;Brien &amp; Co &lt;x&gt;"
+    assert render_text("Hi {{ customer_name }}", variables, name="t") == "Hi Seán O'Brien & Co <x>"
+    with pytest.raises(TemplateError, match=r"t \(line 1\): unknown variable"):
+        render_text("{{ nope }}", variables, name="t")
