@@ -180,15 +180,15 @@ async def load(settings: Settings, timeout: float = 30.0) -> ConfigStore:
     """The current configuration: the whole log, read once to its end."""
     follower = ConfigFollower(settings)
     task = asyncio.create_task(follower.run())
+    loaded = asyncio.create_task(follower.caught_up.wait())
     try:
-        done, _ = await asyncio.wait(
-            {task, asyncio.create_task(follower.caught_up.wait())}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
+        done, _ = await asyncio.wait({task, loaded}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             task.result()  # raises what stopped it
         if not follower.caught_up.is_set():
             raise RetryableError(f"could not read {follower.topic} within {timeout:.0f}s")
         return follower.store
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        for pending in (task, loaded):
+            pending.cancel()
+        await asyncio.gather(task, loaded, return_exceptions=True)
