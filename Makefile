@@ -5,12 +5,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint install system-deps kafka-jars bench clean
+.PHONY: run test lint install system-deps kafka-jars twilio-mock bench clean
 
-run: install kafka-jars  ## install everything, run the worker and the demo on embedded Kafka, PostgreSQL, SMTP
+run: install kafka-jars twilio-mock  ## install everything, run the worker and the demo on embedded Kafka, PostgreSQL, SMTP
 	$(BIN)/streamapp run --demo
 
-test: install kafka-jars lint  ## install everything, lint, run the whole test suite
+test: install kafka-jars twilio-mock lint  ## install everything, lint, run the whole test suite
 	$(BIN)/python -m pytest
 
 lint: install
@@ -32,6 +32,10 @@ $(STAMP): pyproject.toml constraints.txt
 kafka-jars: install  ## resolve Apache Kafka's jars from Maven Central (cached)
 	@$(BIN)/python -c "from streamapp.embedded.kafka import ensure_kafka_libs; \
 	from streamapp.settings import get_settings; print('kafka jars:', ensure_kafka_libs(get_settings().cache_dir))"
+
+twilio-mock: install  ## install Prism and Twilio's OpenAPI documents with npm ci (cached): the local Twilio API
+	@$(BIN)/python -c "from streamapp.embedded.twilio import ensure_prism; \
+	from streamapp.settings import get_settings; print('twilio mock:', ensure_prism(get_settings().cache_dir))"
 
 bench: install kafka-jars  ## measurements, not tests: embedded-service start-up, pipeline vs plain aiokafka
 	$(BIN)/python bench/startup.py 5

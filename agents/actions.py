@@ -1,4 +1,5 @@
-"""Consumes ``actions``: one agent performs every effect through the sink of its channel.
+"""Consumes ``actions``: one agent performs every effect through the sink of its channel
+(email, SMS, admin notification, toast, ledger credit, dashboard alert).
 
 One agent, ``concurrency=1``, and no other stream on this topic: faust-streaming
 #606 commits past a message that is still in flight whenever acks arrive out of
@@ -27,7 +28,7 @@ from schemas.actions import Action
 from streamapp.app import app, runtime
 from streamapp.decode import dead_letter
 from streamapp.errors import ConfigurationError, RetryableError
-from streamapp.sinks import AlertSink, EmailSink, LedgerSink, Sink
+from streamapp.sinks import AlertSink, EmailSink, LedgerSink, NotificationSink, Sink, SmsSink, ToastSink
 from streamapp.sinks.email import backoff
 
 logger = logging.getLogger(__name__)
@@ -102,14 +103,22 @@ async def _actions(stream: StreamT[bytes]) -> AsyncIterator[tuple[Action, str]]:
 @app.agent(topics.actions, concurrency=1)
 async def perform_actions(stream: StreamT[bytes]) -> None:
     pool = await _pool()
+    sms = SmsSink(pool, settings)
     try:
-        sinks: dict[str, Sink] = {
-            sink.channel: sink for sink in (LedgerSink(pool), AlertSink(pool), EmailSink(pool, settings))
-        }
+        every: tuple[Sink, ...] = (
+            LedgerSink(pool),
+            AlertSink(pool),
+            EmailSink(pool, settings),
+            sms,
+            NotificationSink(pool),
+            ToastSink(pool),
+        )
+        sinks = {sink.channel: sink for sink in every}
         async for action, position in _actions(stream):
             channel = action.effect.channel
             outcome = await perform(sinks[channel], action)
             metrics.deliveries.labels(channel, outcome).inc()
             logger.info("%s action_id=%s at %s %s", channel, action.action_id, position, outcome)
     finally:
+        await sms.close()
         await pool.close()

@@ -5,7 +5,8 @@ messages (faust-streaming #606: with more, a commit can pass an in-flight messag
 
 1. ``route_payments`` decodes each message. Bad input goes to ``dead-letters``
    with the reason and the original bytes; a valid ``payment.succeeded`` is
-   re-keyed by customer onto the internal ``<app_id>-payments-by-customer`` topic.
+   re-keyed by customer onto the internal ``<app_id>-payments-by-customer`` topic;
+   ``invoice.sent`` and ``invoice.paid`` go to the automation catalog (``agents/catalog.py``).
 2. ``count_orders`` counts each customer's distinct paid orders in a
    changelog-backed table and publishes the actions of the rules that fire.
 """
@@ -15,23 +16,23 @@ from __future__ import annotations
 import logging
 
 from faust import StreamT
-from faust.types import EventT
 from pydantic import TypeAdapter
 
+from agents import catalog
 from schemas.actions import Lineage
-from schemas.deadletter import DeadLetter
-from schemas.events import PaymentFailed, PaymentsEvent, PaymentSucceeded
+from schemas.events import InvoicePaid, InvoiceSent, PaymentFailed, PaymentsEvent, PaymentSucceeded
 from schemas.internal import RoutedPayment
 from streamapp.app import app, runtime
-from streamapp.decode import decode
+from streamapp.ingest import decode_or_dead_letter
 from streamapp.order_count import apply_payment, customer_key, decide
 
 logger = logging.getLogger(__name__)
 
-PAYMENT_TYPES = frozenset({"payment.succeeded", "payment.failed"})
-CONFIG_WAIT_SECONDS = 5.0
+PAYMENT_TYPES = frozenset({"payment.succeeded", "payment.failed", "invoice.sent", "invoice.paid"})
+CONFIG_WAIT_SECONDS = catalog.CONFIG_WAIT_SECONDS
 
-_payments = TypeAdapter[PaymentSucceeded | PaymentFailed](PaymentsEvent)
+PaymentsEventT = PaymentSucceeded | PaymentFailed | InvoiceSent | InvoicePaid
+_payments = TypeAdapter[PaymentsEventT](PaymentsEvent)
 topics = runtime.topics
 metrics = runtime.metrics
 
@@ -42,42 +43,19 @@ order_counts = app.Table("order-counts", default=None, partitions=runtime.settin
 @app.agent(topics.payments, concurrency=1)
 async def route_payments(stream: StreamT[bytes]) -> None:
     async for event in stream.events():
-        await _route(event)
+        found = await decode_or_dead_letter(event.message, _payments, PAYMENT_TYPES)
+        if found is not None:
+            await _route(*found)
 
 
-async def _route(event: EventT[bytes]) -> None:
-    message = event.message
-    outcome = decode(
-        _payments,
-        PAYMENT_TYPES,
-        key=message.key,
-        value=message.value,
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-    )
-    if isinstance(outcome, DeadLetter):
-        metrics.dead_letters.labels(message.topic, outcome.reason).inc()
-        logger.warning(
-            "dead-lettered topic=%s partition=%s offset=%s reason=%s: %s",
-            message.topic,
-            message.partition,
-            message.offset,
-            outcome.reason,
-            outcome.detail,
-        )
-        await topics.dead_letters.send(key=message.key, value=outcome.model_dump_json().encode())
+async def _route(event: PaymentsEventT, lineage: Lineage) -> None:
+    if isinstance(event, InvoiceSent | InvoicePaid):
+        await catalog.react(event, lineage)  # the automation catalog: no per-customer state
         return
-    metrics.events.labels(message.topic, outcome.type).inc()
-    if not isinstance(outcome, PaymentSucceeded):
+    if not isinstance(event, PaymentSucceeded):
         return  # payment.failed: valid, and nothing counts on it
-    routed = RoutedPayment(
-        lineage=Lineage(
-            event_id=outcome.event_id, topic=message.topic, partition=message.partition, offset=message.offset
-        ),
-        event=outcome,
-    )
-    key = customer_key(outcome.shop_id, outcome.customer.customer_id)
+    routed = RoutedPayment(lineage=lineage, event=event)
+    key = customer_key(event.shop_id, event.customer.customer_id)
     await topics.payments_by_customer.send(key=key.encode(), value=routed.model_dump_json().encode())
 
 

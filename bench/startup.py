@@ -1,4 +1,5 @@
-"""Start-up and stop time of the embedded services: `python bench/startup.py [RUNS]`.
+"""Start-up and stop time of the embedded services (Kafka, PostgreSQL, Prism serving Twilio's API):
+`python bench/startup.py [RUNS]`.
 
 Prints one line per run and the median; a measurement, not a test.
 """
@@ -11,6 +12,7 @@ import time
 
 from streamapp.embedded.kafka import EmbeddedKafka, ensure_kafka_libs
 from streamapp.embedded.postgres import EmbeddedPostgres
+from streamapp.embedded.twilio import EmbeddedTwilio, ensure_prism
 from streamapp.settings import Settings
 
 
@@ -25,15 +27,20 @@ def timed(start: object, stop: object) -> tuple[float, float]:
 def main(runs: int) -> None:
     settings = Settings()
     libs = ensure_kafka_libs(settings.cache_dir)
-    results: dict[str, list[tuple[float, float]]] = {"kafka": [], "postgres": []}
+    prism = ensure_prism(settings.cache_dir)
+    results: dict[str, list[tuple[float, float]]] = {"kafka": [], "postgres": [], "twilio": []}
     for i in range(runs):
         kafka = EmbeddedKafka(libs)
         results["kafka"].append(timed(kafka.start, kafka.stop))
         postgres = EmbeddedPostgres(settings.postgres_bin_dir)
         results["postgres"].append(timed(postgres.start, postgres.stop))
+        twilio = EmbeddedTwilio(prism)
+        results["twilio"].append(timed(twilio.start, twilio.stop))
         print(
-            f"run {i + 1}: kafka start {results['kafka'][-1][0]:.2f}s stop {results['kafka'][-1][1]:.2f}s | "
-            f"postgres start {results['postgres'][-1][0]:.2f}s stop {results['postgres'][-1][1]:.2f}s"
+            f"run {i + 1}: "
+            + " | ".join(
+                f"{name} start {pairs[-1][0]:.2f}s stop {pairs[-1][1]:.2f}s" for name, pairs in results.items()
+            )
         )
     for name, pairs in results.items():
         starts = [s for s, _ in pairs]

@@ -1,7 +1,9 @@
 """Actions: the effects the rule engine decided, the values of the ``actions`` topic.
 
-Message key: ``action_id``. The id is deterministic (same rule, customer and
-crossing give the same id), and every sink is idempotent on it.
+Message key: ``action_id``. The id is deterministic (an order-count rule: same rule,
+customer and crossing; a catalog rule: same rule and event), and every sink is
+idempotent on it. Messages are rendered when decided: what the topic carries is
+exactly what the sink sends.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field
 
-from schemas.common import Currency, Email, Identifier, Name, Outgoing
+from schemas.common import Currency, Email, Identifier, Name, Outgoing, Phone
 
 
 class Lineage(Outgoing):
@@ -34,6 +36,35 @@ class EmailEffect(Outgoing):
     html_body: str | None = None
 
 
+class SmsEffect(Outgoing):
+    """Send one text message through the shop's Twilio account, already rendered."""
+
+    channel: Literal["sms"] = "sms"
+    to: Phone
+    template_key: Identifier
+    text: Annotated[str, Field(min_length=1, max_length=1600)]
+
+
+class NotificationEffect(Outgoing):
+    """Notify the shop's admins: one notification per admin (none configured: one for the shop)."""
+
+    channel: Literal["notification"] = "notification"
+    admin_ids: list[Identifier] = Field(description="The shop's admins when it was decided.")
+    template_key: Identifier
+    title: Annotated[str, Field(min_length=1, max_length=300)]
+    text: Annotated[str, Field(max_length=4000)]
+
+
+class ToastEffect(Outgoing):
+    """A short-lived notification shown to whoever is looking at the shop's dashboard."""
+
+    channel: Literal["toast"] = "toast"
+    template_key: Identifier
+    title: Annotated[str, Field(min_length=1, max_length=300)]
+    text: Annotated[str, Field(max_length=1000)]
+    expires_at: AwareDatetime
+
+
 class CreditEffect(Outgoing):
     """Put money on the customer's account (an append-only ledger entry)."""
 
@@ -50,7 +81,10 @@ class AlertEffect(Outgoing):
     text: str
 
 
-Effect = Annotated[EmailEffect | CreditEffect | AlertEffect, Field(discriminator="channel")]
+Effect = Annotated[
+    EmailEffect | SmsEffect | NotificationEffect | ToastEffect | CreditEffect | AlertEffect,
+    Field(discriminator="channel"),
+]
 
 
 class Action(Outgoing):
@@ -59,11 +93,11 @@ class Action(Outgoing):
     schema_version: Literal[1] = 1
     action_id: Identifier
     shop_id: Identifier
-    customer_id: Identifier
-    rule_id: Identifier
+    customer_id: Identifier | None = Field(description="null when the event has no customer (a new lead).")
+    rule_id: Identifier = Field(description="An order-count rule's id, or a catalog rule's key.")
     rule_name: Name
-    trigger: Literal["order_count"]
-    order_count: int = Field(ge=1)
+    trigger: Identifier = Field(description='"order_count", or the catalog trigger, e.g. "job.status_changed".')
+    order_count: int | None = Field(None, ge=1, description="The count reached; order-count rules only.")
     occurred_at: AwareDatetime = Field(description="occurred_at of the event that caused it.")
     effect: Effect
     lineage: Lineage

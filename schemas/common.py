@@ -13,6 +13,8 @@ Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@+\-]{1,64}
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 #: An email address; deliberately loose (the SMTP server is the final judge).
 Email = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}$")]
+#: A phone number in E.164 form, e.g. ``+15551234567``.
+Phone = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$")]
 #: ISO 4217 currency code.
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 

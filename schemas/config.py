@@ -7,10 +7,11 @@ state, and a null value (tombstone) deletes it. Secrets never travel here.
 from __future__ import annotations
 
 from typing import Annotated, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import AwareDatetime, Field, field_validator, model_validator
 
-from schemas.common import Currency, Identifier, Name, Outgoing
+from schemas.common import Currency, Email, Identifier, Name, Outgoing
 
 ORDER_COUNT_ACTIONS = ("email", "credit", "alert")
 
@@ -21,7 +22,17 @@ class ShopProfile(Outgoing):
     kind: Literal["shop"] = "shop"
     shop_id: Identifier
     name: Name
+    time_zone: str = Field("UTC", description="IANA time zone of dates shown to customers, e.g. America/Chicago.")
     updated_at: AwareDatetime
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like America/Chicago)") from None
+        return value
 
 
 class EmailTemplate(Outgoing):
@@ -68,13 +79,71 @@ class OrderCountRule(Outgoing):
         return self
 
 
-ConfigRecord = Annotated[ShopProfile | EmailTemplate | OrderCountRule, Field(discriminator="kind")]
+class CatalogToggle(Outgoing):
+    """A shop's on/off state of one catalog rule; without one the rule's default applies.
+
+    A rule switched on fires for events that occurred at or after ``updated_at``: never retroactive.
+    """
+
+    kind: Literal["catalog_toggle"] = "catalog_toggle"
+    shop_id: Identifier
+    rule: Identifier = Field(description="The catalog rule's key, e.g. order_received_email.")
+    enabled: bool
+    updated_at: AwareDatetime
 
 
-def config_key(record: ShopProfile | EmailTemplate | OrderCountRule) -> str:
-    """The compaction key of a configuration record."""
-    if isinstance(record, ShopProfile):
-        return f"shop:{record.shop_id}:{record.shop_id}"
+class CatalogTemplate(Outgoing):
+    """A shop's wording of one catalog rule: the parts it overrides (the others stay default).
+
+    Validated when saved by rendering it in the sandbox with the rule's variables; a
+    tombstone of its key resets the rule to the default wording.
+    """
+
+    kind: Literal["catalog_template"] = "catalog_template"
+    shop_id: Identifier
+    rule: Identifier
+    parts: dict[
+        Literal["subject", "body.html", "body.txt", "text", "title"],
+        Annotated[str, Field(min_length=1, max_length=65536)],
+    ] = Field(min_length=1)
+    updated_at: AwareDatetime
+
+
+class ShopAdmin(Outgoing):
+    """One admin of a shop: "notify all admins" makes one notification for each."""
+
+    kind: Literal["admin"] = "admin"
+    shop_id: Identifier
+    admin_id: Identifier
+    name: Name
+    email: Email
+    updated_at: AwareDatetime
+
+
+class SmsConnection(Outgoing):
+    """The shop has connected Twilio. Only the fact travels here: the credentials are
+    sealed in PostgreSQL (``sms_credentials``) and never leave it."""
+
+    kind: Literal["sms_connection"] = "sms_connection"
+    shop_id: Identifier
+    sender_hint: Annotated[str, Field(max_length=40)] = Field(
+        description="The sender, masked for display (e.g. +1555•••4567)."
+    )
+    updated_at: AwareDatetime
+
+
+Record = ShopProfile | EmailTemplate | OrderCountRule | CatalogToggle | CatalogTemplate | ShopAdmin | SmsConnection
+ConfigRecord = Annotated[Record, Field(discriminator="kind")]
+
+
+def config_key(record: Record) -> str:
+    """The compaction key of a configuration record: ``<kind>:<shop_id>:<id>``."""
+    if isinstance(record, ShopProfile | SmsConnection):
+        return f"{record.kind}:{record.shop_id}:{record.shop_id}"
     if isinstance(record, EmailTemplate):
         return f"email_template:{record.shop_id}:{record.key}"
-    return f"order_count_rule:{record.shop_id}:{record.rule_id}"
+    if isinstance(record, OrderCountRule):
+        return f"order_count_rule:{record.shop_id}:{record.rule_id}"
+    if isinstance(record, CatalogToggle | CatalogTemplate):
+        return f"{record.kind}:{record.shop_id}:{record.rule}"
+    return f"admin:{record.shop_id}:{record.admin_id}"

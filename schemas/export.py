@@ -16,12 +16,14 @@ from pydantic import TypeAdapter
 from schemas.actions import Action
 from schemas.config import ConfigRecord
 from schemas.deadletter import DeadLetter
-from schemas.events import PaymentsEvent
+from schemas.events import JobStatusEvent, OrdersEvent, PaymentsEvent
 
 OUT = Path(__file__).resolve().parent / "json"
 
 #: file stem -> (type, title). One file per topic value.
 CONTRACTS: dict[str, tuple[Any, str]] = {
+    "orders": (OrdersEvent, "Value of the orders topic"),
+    "job-status": (JobStatusEvent, "Value of the job-status topic"),
     "payments": (PaymentsEvent, "Value of the payments topic"),
     "actions": (Action, "Value of the actions topic"),
     "shop-config": (ConfigRecord, "Value of the shop-config topic"),

@@ -324,12 +324,23 @@ def shops() -> None:
 
 @shops.command("set")
 @shop_option
-@click.option("--name", required=True, help="Display name, shown to customers as shop_name.")
-def shops_set(shop: str, name: str) -> None:
-    """Set the shop's display name."""
-    record = _build(ShopProfile, shop_id=shop, name=name, updated_at=_now())
-    _run(shop_config.publish(_settings(kafka=True), record))
-    click.echo(f"shop {shop} is named {record.name!r}")
+@click.option("--name", default=None, help="Display name, shown to customers as shop_name.")
+@click.option("--time-zone", default=None, metavar="ZONE", help="IANA time zone of dates in messages (default UTC).")
+def shops_set(shop: str, name: str | None, time_zone: str | None) -> None:
+    """Set the shop's display name and time zone (what is not given stays as it is)."""
+    if name is None and time_zone is None:
+        raise ConfigurationError("give --name, --time-zone or both")
+    settings = _settings(kafka=True)
+    current = _run(shop_config.load(settings)).profile(shop)
+    record = _build(
+        ShopProfile,
+        shop_id=shop,
+        name=name if name is not None else current.name if current else shop,
+        time_zone=time_zone if time_zone is not None else current.time_zone if current else "UTC",
+        updated_at=_now(),
+    )
+    _run(shop_config.publish(settings, record))
+    click.echo(f"shop {shop} is named {record.name!r}, time zone {record.time_zone}")
 
 
 # -- ledger and alerts (PostgreSQL) ------------------------------------------------------------
@@ -382,7 +393,7 @@ def alerts_list(shop: str, limit: int) -> None:
     if not found:
         click.echo(f"shop {shop} has no alerts")
         return
-    _table(["TIME", "CUSTOMER", "TEXT"], [[_when(a.created_at), a.customer_id, a.text] for a in found])
+    _table(["TIME", "CUSTOMER", "TEXT"], [[_when(a.created_at), a.customer_id or "-", a.text] for a in found])
 
 
 def register(cli: click.Group) -> None:

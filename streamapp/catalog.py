@@ -41,12 +41,18 @@ class Variable:
 
 @dataclass(frozen=True)
 class Trigger:
-    """What fires a rule: an event type (and, for status changes, the status it moves to)."""
+    """What fires a rule: an event type (and, for status changes, the status it moves to).
+
+    ``scheduled`` triggers fire from the passing of time (invoice reminders), not from
+    an event; ``needs`` names an integration the rule cannot work without.
+    """
 
     key: str
     description: str
     variables: tuple[Variable, ...]
     to_status: str | None = None
+    scheduled: bool = False
+    needs: Literal["stripe"] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,25 +100,35 @@ ORDER_SUBMITTED = Trigger(
         _v("order_total", "The order's total, formatted", "$129.00"),
     ),
 )
-STATUS_VARS = (
-    *CUSTOMER,
-    PORTAL_LINK,
-    *JOB,
-    _v("from_status", "The status the job left", "Art Approval Sent"),
-    _v("to_status", "The status the job entered", "In Production"),
-)
+
+
+def _status_vars(from_status: str, to_status: str) -> tuple[Variable, ...]:
+    """The variables of a status change; the examples are a move from ``from_status`` to ``to_status``."""
+    return (
+        *CUSTOMER,
+        PORTAL_LINK,
+        *JOB,
+        _v("from_status", "The status the job left (empty for a job's first status)", from_status),
+        _v("to_status", "The status the job entered", to_status),
+    )
+
+
+STATUS_VARS = _status_vars("Art Approval Sent", "In Production")
 JOB_STATUS_CHANGED = Trigger("job.status_changed", "A job's status changed", STATUS_VARS)
 ART_APPROVAL_SENT = Trigger(
     "job.status_changed",
     'A job moved to "Art Approval Sent"',
-    (*STATUS_VARS, _v("review_link", "Link to review and approve the artwork", "https://acme.example/art/J-1042")),
+    (
+        *_status_vars("Order Received", "Art Approval Sent"),
+        _v("review_link", "Link to review and approve the artwork", "https://acme.example/art/J-1042"),
+    ),
     to_status="Art Approval Sent",
 )
 IN_PRODUCTION = Trigger("job.status_changed", 'A job moved to "In Production"', STATUS_VARS, to_status="In Production")
 COMPLETED = Trigger(
     "job.status_changed",
     'A job moved to "Completed Order"',
-    (*STATUS_VARS, *INVOICE[:2]),
+    (*_status_vars("In Production", "Completed Order"), *INVOICE[:2]),
     to_status="Completed Order",
 )
 ART_DECLINED = Trigger(
@@ -164,6 +180,7 @@ PAYMENT_LINK = Trigger(
         *INVOICE,
         _v("payment_link", "Stripe Checkout link for the invoice", "https://checkout.stripe.com/c/pay/cs_test_123"),
     ),
+    needs="stripe",
 )
 DUE_SOON = Trigger(
     "invoice.due_soon",
@@ -173,11 +190,13 @@ DUE_SOON = Trigger(
         *INVOICE,
         _v("days_until_due", "Days until the due date", "3"),
     ),
+    scheduled=True,
 )
 
 
 def _overdue(key: str, description: str, days: int) -> Trigger:
-    return Trigger(key, description, (*CUSTOMER, *INVOICE, _v("days_overdue", "Days past the due date", str(days))))
+    variables = (*CUSTOMER, *INVOICE, _v("days_overdue", "Days past the due date", str(days)))
+    return Trigger(key, description, variables, scheduled=True)
 
 
 OVERDUE = _overdue("invoice.overdue", "An invoice is past its due date", 1)

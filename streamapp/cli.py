@@ -23,14 +23,15 @@ from typing import Any, TypeVar
 
 import click
 import faust
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
-from streamapp import demo
+from streamapp import catalog_cli, crypto, demo, notifications, twilio_cli
 from streamapp.admin import register
 from streamapp.db import upgrade
 from streamapp.embedded.mailbox import EmbeddedMailbox
 from streamapp.embedded.process import ChildProcess, free_port
 from streamapp.embedded.stack import EmbeddedStack, service_env
+from streamapp.embedded.twilio import EmbeddedTwilio, ensure_prism
 from streamapp.errors import ConfigurationError, StreamappError
 from streamapp.settings import Settings, get_settings
 from streamapp.topics import ensure_topics
@@ -66,12 +67,17 @@ def _require_database(settings: Settings) -> str:
 
 
 def _raise_on_sigterm() -> None:
-    """Turn SIGTERM into KeyboardInterrupt so ``finally`` blocks stop child services."""
+    """Turn SIGTERM (and SIGINT) into KeyboardInterrupt so ``finally`` blocks stop child services.
+
+    SIGINT explicitly too: a process started in the background by a non-interactive
+    shell inherits SIGINT ignored, and Ctrl-C (or ``kill -INT``) must still stop it.
+    """
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @click.group()
@@ -92,6 +98,9 @@ def cli(log_level: str) -> None:
 
 
 register(cli)
+catalog_cli.register(cli)
+twilio_cli.register(cli)
+notifications.register(cli)
 
 
 @cli.command()
@@ -101,13 +110,15 @@ register(cli)
     default=None,
     help="Worker HTTP port (default: STREAMAPP_WEB_PORT, 6066).",
 )
-@click.option("--demo", is_flag=True, help="Also play the demo: a shop, its Order Count Events, a day of payments.")
+@click.option("--demo", is_flag=True, help="Also play the demo: a print shop's day, on a local Twilio API contract.")
 def run(web_port: int | None, demo: bool) -> None:
     """Run the worker on embedded Kafka and PostgreSQL (unless KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL are set).
 
     Starts the services (and, unless STREAMAPP_SMTP_HOST is set, a local SMTP
-    mailbox that keeps messages as .eml files), applies migrations, creates topics,
-    starts a worker and waits; Ctrl-C (or SIGTERM) stops the worker, then the services.
+    mailbox that keeps messages as .eml files; with --demo and no STREAMAPP_TWILIO_API_URL,
+    Twilio's API contract served locally), applies migrations, creates topics, starts a
+    worker and waits; Ctrl-C (or SIGTERM) stops the worker, then the services. Without
+    STREAMAPP_SECRET_KEY, provider credentials are sealed with a key kept in the data dir.
     """
     base = _settings()
     if web_port is not None:
@@ -122,6 +133,10 @@ def run(web_port: int | None, demo: bool) -> None:
             if "smtp_host" not in base.model_fields_set:
                 mailbox = extra.enter_context(EmbeddedMailbox(settings.data_dir.resolve() / "mail"))
                 settings = settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": mailbox.port})
+            settings = _with_secret_key(settings)
+            if demo and base.twilio_api_url is None:
+                twilio = extra.enter_context(EmbeddedTwilio(ensure_prism(settings.cache_dir)))
+                settings = settings.model_copy(update={"twilio_api_url": twilio.url})
             _prepare(settings)
             env_file = _write_env_file(settings)
             worker = _spawn_worker(settings)
@@ -131,6 +146,10 @@ def run(web_port: int | None, demo: bool) -> None:
                 click.echo(f"endpoints   http://{settings.web_host}:{settings.web_port}/healthz  /readyz  /metrics")
                 if mailbox is not None:
                     click.echo(f"mailbox     smtp://127.0.0.1:{mailbox.port}, messages kept in {mailbox.folder}")
+                if settings.twilio_api_url is not None and base.twilio_api_url is None:
+                    click.echo(
+                        f"twilio      {settings.twilio_api_url} (Twilio's API contract, local: no SMS leaves here)"
+                    )
                 click.echo(f"environment {env_file} (source it to point other commands at these services)")
                 _wait_ready(settings, worker)
                 if demo:
@@ -147,17 +166,52 @@ def run(web_port: int | None, demo: bool) -> None:
 def _play_demo(settings: Settings, mailbox: EmbeddedMailbox | None) -> None:
     database_url = _require_database(settings)
     asyncio.run(demo.seed(settings))
+    asyncio.run(demo.connect_twilio(settings, database_url))
     sent = asyncio.run(demo.play(settings))
     seen = asyncio.run(demo.wait_for_effects(database_url))
     shop = demo.SHOP
     credits = ", ".join(f"{who} {amount}" for who, amount in asyncio.run(demo.balances(database_url)).items())
     where = f"kept in {mailbox.folder}" if mailbox is not None else f"via {settings.smtp_host}:{settings.smtp_port}"
-    click.echo(f"demo        shop {shop}: {sent} payment messages (one redelivered, one malformed)")
-    click.echo(f"  credits   {credits}   -> streamapp ledger balance --shop {shop} --customer ann")
+    events = sent.get("orders", 0) + sent.get("job-status", 0)
+    click.echo(f"demo        shop {shop}: a print shop's day")
+    click.echo(
+        f"  events    {events} on orders and job-status, {sent.get('payments', 0)} on payments (order, lead, art"
+        " approval declined and re-sent, production, completion, tracking, invoice sent and paid, reorder,"
+        " payments: one redelivered, one malformed)"
+    )
     click.echo(f"  emails    {seen['emails']} sent, {where}")
+    click.echo(
+        f"  sms       {seen['sms']} sent to {demo.PHONE} through Twilio -> streamapp twilio status --shop {shop}"
+    )
+    per_admin = seen["notifications"] // len(demo.ADMINS)
+    click.echo(
+        f"  admins    {seen['notifications']} notifications ({per_admin} each for {', '.join(demo.ADMINS)}), "
+        f"{seen['toasts']} toasts -> streamapp notifications list --shop {shop} --admin maria"
+    )
+    click.echo(f"  credits   {credits}   -> streamapp ledger balance --shop {shop} --customer ann")
     click.echo(f"  alerts    {seen['alerts']}   -> streamapp alerts list --shop {shop}")
+    click.echo(
+        f"  catalog   -> streamapp catalog list --shop {shop}; streamapp preview --shop {shop} --rule job_complete_sms"
+    )
     click.echo(f"  rules     -> streamapp rules list --shop {shop}")
     click.echo(f"  rejected  1 malformed payment on topic {settings.topic_prefix}dead-letters")
+
+
+def _with_secret_key(settings: Settings) -> Settings:
+    """``settings`` with a secret key: STREAMAPP_SECRET_KEY, else one kept in the data dir (made once).
+
+    Losing the key loses the credentials it sealed, so it is kept with the data it protects,
+    readable by this user only, and never printed.
+    """
+    if settings.secret_key is not None:
+        return settings
+    path = settings.data_dir / "secret-key"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(crypto.generate_key())
+    return settings.model_copy(update={"secret_key": SecretStr(path.read_text().strip())})
 
 
 @cli.command()
@@ -165,7 +219,8 @@ def services() -> None:
     """Start embedded Kafka and PostgreSQL (with migrations and topics) and wait for Ctrl-C."""
     _raise_on_sigterm()
     try:
-        with EmbeddedStack(_settings()) as settings:
+        with EmbeddedStack(_settings()) as started:
+            settings = _with_secret_key(started)
             _prepare(settings)
             env_file = _write_env_file(settings)
             click.echo(f"broker      {settings.kafka_bootstrap_servers}")
@@ -182,6 +237,11 @@ def worker() -> None:
     settings = _settings()
     _require_kafka(settings)
     _require_database(settings)
+    if settings.secret_key is None:
+        # SMS actions would wait (never lost) until a worker with the key performs them.
+        logger.warning("STREAMAPP_SECRET_KEY is not set: this worker cannot send SMS for shops with Twilio")
+    else:
+        crypto.check_key(settings)  # a malformed key fails now, not at the first SMS
     asyncio.run(_ensure_topics(settings))
     # Imported here: building the app reads the environment, which must be validated first.
     from streamapp.app import app  # noqa: PLC0415

@@ -1,8 +1,12 @@
-"""The demo of ``streamapp run --demo``: a shop, its Order Count Events and a day of payments.
+"""The demo of ``streamapp run --demo``: a print shop's day.
 
-It writes the shop's configuration to ``shop-config``, produces payments (one of
-them a redelivery, one malformed), waits (bounded) until the effects are in
-PostgreSQL and the mailbox, and returns a summary of where to look.
+It writes the shop's configuration to ``shop-config`` (name, time zone, two admins,
+four Order Count Events, two SMS rules switched on), connects the shop's Twilio
+account (the local Twilio API contract that ``run --demo`` starts), produces the
+day's events (an order, a lead, art approval declined and re-sent, production,
+completion, shipping with tracking, an invoice sent and paid, a reorder) and its
+payments (one of them a redelivery, one malformed), waits (bounded) until the
+effects are in PostgreSQL, the mailbox and Twilio, and returns where to look.
 """
 
 from __future__ import annotations
@@ -11,28 +15,42 @@ import asyncio
 import json
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from schemas.config import EmailTemplate, OrderCountRule, ShopProfile
+from schemas.config import CatalogToggle, EmailTemplate, OrderCountRule, ShopAdmin, ShopProfile, SmsConnection
+from streamapp import sms
 from streamapp.errors import RetryableError
 from streamapp.order_count import format_money
 from streamapp.settings import Settings
 from streamapp.shop_config import publish
-from streamapp.topics import PAYMENTS, topic_name
+from streamapp.topics import JOB_STATUS, ORDERS, PAYMENTS, TopicSpec, topic_name
 
 SHOP = "demo-print-shop"
 #: customer -> number of distinct paid orders in the demo stream
 CUSTOMERS = {"ann": 7, "ben": 5, "cat": 3, "dan": 1}
-EXPECTED = {"credits": 2, "alerts": 1, "emails": 5}  # what the rules below make of CUSTOMERS
+#: What the demo makes: Order Count Events of CUSTOMERS (2 credits, 1 alert, 5 emails), and the
+#: print-shop day's catalog rules (8 emails, 2 SMS, 3 notifications for each of 2 admins, 3 toasts).
+EXPECTED = {"credits": 2, "alerts": 1, "emails": 13, "sms": 2, "notifications": 6, "toasts": 3}
+ADMINS = {"maria": "Maria Lopez", "sam": "Sam Okafor"}
+SMS_RULES = ("job_complete_sms", "tracking_shipped_sms")
+#: The demo shop's Twilio account: test values, only ever sent to the local Twilio API contract.
+TWILIO = sms.TwilioCredentials(account_sid="AC" + "0123456789abcdef" * 2, auth_token="0" * 32, sender="+15005550006")
+PHONE = "+15551234567"
 
 
 async def seed(settings: Settings) -> None:
     """The demo shop: a name, two email templates, four Order Count Events."""
     now = datetime.now(UTC)
-    await publish(settings, ShopProfile(shop_id=SHOP, name="Demo Print Co.", updated_at=now))
+    await publish(
+        settings, ShopProfile(shop_id=SHOP, name="Demo Print Co.", time_zone="America/Chicago", updated_at=now)
+    )
+    for admin_id, name in ADMINS.items():
+        email = f"{admin_id}@demo-print.example"
+        await publish(settings, ShopAdmin(shop_id=SHOP, admin_id=admin_id, name=name, email=email, updated_at=now))
     await publish(
         settings,
         EmailTemplate(
@@ -90,33 +108,104 @@ def _payment(customer: str, order: int, event_id: str) -> tuple[bytes, bytes]:
     return f"{SHOP}:{customer}".encode(), json.dumps(value).encode()
 
 
-async def play(settings: Settings) -> int:
-    """Produce the day's payments; returns how many messages were sent."""
+async def connect_twilio(settings: Settings, database_url: str) -> None:
+    """Connect the demo shop's Twilio account, as `streamapp twilio connect` does, and switch on its SMS rules."""
+    await sms.verify_credentials(settings, TWILIO)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await sms.save_credentials(conn, settings, SHOP, TWILIO)
+    finally:
+        await conn.close()
+    now = datetime.now(UTC)
+    await publish(settings, SmsConnection(shop_id=SHOP, sender_hint="+1500•••0006", updated_at=now))
+    for rule in SMS_RULES:
+        await publish(settings, CatalogToggle(shop_id=SHOP, rule=rule, enabled=True, updated_at=now))
+
+
+def _customer(customer_id: str, *, phone: str | None = None) -> dict[str, str]:
+    customer = {"customer_id": customer_id, "name": customer_id.title(), "email": f"{customer_id}@example.com"}
+    return customer | ({"phone": phone} if phone else {})
+
+
+def print_shop_day(run: str) -> list[tuple[TopicSpec, dict[str, Any]]]:
+    """The day's events, in order, for ``ann`` (who has a phone) and a new lead."""
+    ann = _customer("ann", phone=PHONE)
+    job = {"job_id": "j-1042", "job_number": "J-1042", "job_name": "500 business cards"}
+    portal = "https://demo-print.example/portal/ann"
+    invoice = {
+        "invoice_id": "inv-2031",
+        "invoice_number": "INV-2031",
+        "invoice_url": "https://demo-print.example/invoices/INV-2031",
+        "total_due_cents": 42000,
+        "due_date": (datetime.now(UTC).date() + timedelta(days=30)).isoformat(),
+    }
+    art = "https://demo-print.example/art/J-1042"
+    on_job = {"customer": ann, "job": job}
+    day: list[tuple[TopicSpec, dict[str, Any]]] = [
+        (ORDERS, {"type": "order.submitted", "customer": ann, "order_id": "o-5531", "order_number": "O-5531",
+                  "total_cents": 42000, "portal_url": portal}),
+        (ORDERS, {"type": "lead.created", "source": "website",
+                  "lead": {"lead_id": "lead-9", "name": "Bo Chen", "email": "bo@example.com",
+                           "message": "Quote for 200 T-shirts?"}}),
+        (JOB_STATUS, {"type": "job.status_changed", **on_job, "from_status": "Order Received",
+                      "to_status": "Art Approval Sent", "portal_url": portal, "review_url": art}),
+        (JOB_STATUS, {"type": "artwork.declined", **on_job, "reason": "Please make the logo bigger"}),
+        (JOB_STATUS, {"type": "artwork.resubmitted", **on_job, "review_url": art}),
+        (JOB_STATUS, {"type": "job.status_changed", **on_job, "from_status": "Art Approval Sent",
+                      "to_status": "In Production", "portal_url": portal}),
+        (JOB_STATUS, {"type": "job.status_changed", **on_job, "from_status": "In Production",
+                      "to_status": "Completed Order", "portal_url": portal,
+                      "invoice": {"invoice_number": "INV-2031", "invoice_url": invoice["invoice_url"]}}),
+        (JOB_STATUS, {"type": "job.tracking_added", **on_job, "carrier": "UPS",
+                      "tracking_numbers": ["1Z999AA10123456784"], "portal_url": portal}),
+        (PAYMENTS, {"type": "invoice.sent", "customer": ann, "invoice": invoice}),
+        (PAYMENTS, {"type": "invoice.paid", "customer": ann, "invoice": invoice, "amount_paid_cents": 42000}),
+        (ORDERS, {"type": "reorder.requested", "customer": _customer("ben"), "job": job,
+                  "notes": "Same as last time, 1000 this time"}),
+    ]  # fmt: skip
+    for number, (_, event) in enumerate(day):
+        event |= {"event_id": f"{run}-day-{number}", "shop_id": SHOP, "occurred_at": datetime.now(UTC).isoformat()}
+    return day
+
+
+async def play(settings: Settings) -> dict[str, int]:
+    """Produce the day's events and payments; returns how many messages went to each topic."""
     run = uuid.uuid4().hex[:6]
-    records = [_payment(c, n, f"{run}-{c}-{n}") for c, count in CUSTOMERS.items() for n in range(1, count + 1)]
-    records.append(records[0])  # a redelivery: must not count twice
-    records.append((b"demo", b'{"type": "payment.succeeded", "oops"'))  # malformed: goes to dead-letters
+    records: list[tuple[TopicSpec, bytes, bytes]] = []
+    for spec, event in print_shop_day(run):
+        who = event["customer"]["customer_id"] if "customer" in event else event["lead"]["lead_id"]
+        records.append((spec, f"{SHOP}:{who}".encode(), json.dumps(event).encode()))
+    payments = [_payment(c, n, f"{run}-{c}-{n}") for c, count in CUSTOMERS.items() for n in range(1, count + 1)]
+    payments.append(payments[0])  # a redelivery: must not count twice
+    payments.append((b"demo", b'{"type": "payment.succeeded", "oops"'))  # malformed: goes to dead-letters
+    records += [(PAYMENTS, key, value) for key, value in payments]
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
     await producer.start()
+    sent: dict[str, int] = {}
     try:
-        for key, value in records:
-            await producer.send_and_wait(topic_name(settings, PAYMENTS), key=key, value=value)
+        for spec, key, value in records:
+            await producer.send_and_wait(topic_name(settings, spec), key=key, value=value)
+            sent[spec.name] = sent.get(spec.name, 0) + 1
     finally:
         await producer.stop()
-    return len(records)
+    return sent
 
 
 async def effects(database_url: str) -> dict[str, int]:
-    """How many credits, alerts and sent emails the demo shop has."""
+    """How many credits, alerts, sent emails and SMS, notifications and toasts the demo shop has."""
     conn = await asyncpg.connect(database_url)
     try:
         row = await conn.fetchrow(
             "SELECT (SELECT count(*) FROM ledger_entries WHERE shop_id = $1) AS credits,"
             " (SELECT count(*) FROM alerts WHERE shop_id = $1) AS alerts,"
-            " (SELECT count(*) FROM deliveries WHERE shop_id = $1 AND status = 'sent') AS emails",
+            " (SELECT count(*) FROM deliveries WHERE shop_id = $1 AND channel = 'email' AND status = 'sent')"
+            "   AS emails,"
+            " (SELECT count(*) FROM deliveries WHERE shop_id = $1 AND channel = 'sms' AND status = 'sent') AS sms,"
+            " (SELECT count(*) FROM notifications WHERE shop_id = $1 AND kind = 'notification') AS notifications,"
+            " (SELECT count(*) FROM notifications WHERE shop_id = $1 AND kind = 'toast') AS toasts",
             SHOP,
         )
-        return {key: int(row[key]) for key in ("credits", "alerts", "emails")}
+        return {key: int(row[key]) for key in EXPECTED}
     finally:
         await conn.close()
 

@@ -65,6 +65,13 @@ class Metrics:
             ["trigger", "channel"],
             registry=registry,
         )
+        self.catalog_skips = Counter(
+            "streamapp_catalog_skips",
+            "Catalog rules an event matched that did not fire, by rule and reason "
+            "(off, not_yet_on, twilio_not_connected, no_phone, needs_stripe).",
+            ["rule", "reason"],
+            registry=registry,
+        )
         self.deliveries = Counter(
             "streamapp_deliveries",
             "Sink outcomes, by channel and outcome.",

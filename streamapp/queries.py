@@ -27,7 +27,7 @@ class Alert:
     alert_id: int
     action_id: str
     shop_id: str
-    customer_id: str
+    customer_id: str | None
     rule_id: str
     text: str
     occurred_at: datetime
@@ -42,7 +42,7 @@ class Delivery:
     action_id: str
     channel: str
     shop_id: str
-    customer_id: str
+    customer_id: str | None
     recipient: str
     status: str
     attempts: int

@@ -12,7 +12,7 @@ from streamapp.factory import create_app
 from streamapp.metrics import Metrics
 from streamapp.settings import Settings
 from streamapp.shop_config import ConfigFollower
-from streamapp.topics import ACTIONS, DEAD_LETTERS, PAYMENTS, topic_name
+from streamapp.topics import ACTIONS, DEAD_LETTERS, JOB_STATUS, ORDERS, PAYMENTS, PAYMENTS_BY_CUSTOMER, topic_name
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +36,14 @@ class PipelineTopics:
     def __init__(self, app: faust.App, settings: Settings) -> None:
         # allow_empty: a tombstone on an event topic is bad input that must reach the
         # dead-letter topic, not vanish.
+        self.orders = _raw_topic(app, topic_name(settings, ORDERS), allow_empty=True)
+        self.job_status = _raw_topic(app, topic_name(settings, JOB_STATUS), allow_empty=True)
         self.payments = _raw_topic(app, topic_name(settings, PAYMENTS), allow_empty=True)
         self.actions = _raw_topic(app, topic_name(settings, ACTIONS))
         self.dead_letters = _raw_topic(app, topic_name(settings, DEAD_LETTERS))
         #: Events re-keyed by customer: correctness never depends on how producers partitioned.
         self.payments_by_customer = _raw_topic(
-            app, f"{settings.app_id}-payments-by-customer", internal=True, partitions=settings.topic_partitions
+            app, topic_name(settings, PAYMENTS_BY_CUSTOMER), internal=True, partitions=settings.topic_partitions
         )
 
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -59,7 +59,20 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = Field(None, description="SMTP password.")
     smtp_from: str = Field("shop@streamapp.local", description="Envelope sender of customer emails.")
     postgres_bin_dir: Path | None = Field(None, description="Folder of initdb/postgres for the embedded database.")
-    secret_key: SecretStr | None = Field(None, description="Key that encrypts provider credentials at rest.")
+    secret_key: SecretStr | None = Field(
+        None, description="Key that seals provider credentials at rest (`streamapp secret-key` makes one)."
+    )
+    twilio_api_url: str | None = Field(
+        None, description="Base URL of Twilio's REST API; unset means https://api.twilio.com (tests use a local one)."
+    )
+    toast_ttl_seconds: int = Field(600, ge=1, le=86400, description="How long a toast shows after its event.")
+
+    @field_validator("twilio_api_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
 
 
 @lru_cache(maxsize=1)

@@ -25,7 +25,18 @@ from datetime import datetime
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from pydantic import TypeAdapter, ValidationError
 
-from schemas.config import ConfigRecord, EmailTemplate, OrderCountRule, ShopProfile, config_key
+from schemas.config import (
+    CatalogTemplate,
+    CatalogToggle,
+    ConfigRecord,
+    EmailTemplate,
+    OrderCountRule,
+    Record,
+    ShopAdmin,
+    ShopProfile,
+    SmsConnection,
+    config_key,
+)
 from streamapp.errors import ConfigurationError, RetryableError
 from streamapp.order_count import ShopView
 from streamapp.settings import Settings
@@ -33,7 +44,7 @@ from streamapp.topics import SHOP_CONFIG, topic_name
 
 logger = logging.getLogger(__name__)
 
-_RECORD = TypeAdapter[ShopProfile | EmailTemplate | OrderCountRule](ConfigRecord)
+_RECORD = TypeAdapter[Record](ConfigRecord)
 _POLL_MS = 200
 
 
@@ -41,7 +52,7 @@ class ConfigStore:
     """The current configuration of every shop, built by applying log records in order."""
 
     def __init__(self) -> None:
-        self._by_shop: dict[str, dict[str, ShopProfile | EmailTemplate | OrderCountRule]] = defaultdict(dict)
+        self._by_shop: dict[str, dict[str, Record]] = defaultdict(dict)
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         """Apply one record of the log (a null value deletes its key). Bad records are skipped, logged."""
@@ -80,6 +91,27 @@ class ConfigStore:
     def shop_name(self, shop_id: str) -> str:
         profile = self._by_shop.get(shop_id, {}).get(f"shop:{shop_id}:{shop_id}")
         return profile.name if isinstance(profile, ShopProfile) else shop_id
+
+    def profile(self, shop_id: str) -> ShopProfile | None:
+        profile = self._by_shop.get(shop_id, {}).get(f"shop:{shop_id}:{shop_id}")
+        return profile if isinstance(profile, ShopProfile) else None
+
+    def catalog_toggles(self, shop_id: str) -> dict[str, CatalogToggle]:
+        """The shop's catalog on/off states, by rule key."""
+        return {r.rule: r for r in self._by_shop.get(shop_id, {}).values() if isinstance(r, CatalogToggle)}
+
+    def catalog_templates(self, shop_id: str) -> dict[str, CatalogTemplate]:
+        """The shop's wording overrides, by rule key."""
+        return {r.rule: r for r in self._by_shop.get(shop_id, {}).values() if isinstance(r, CatalogTemplate)}
+
+    def admins(self, shop_id: str) -> list[ShopAdmin]:
+        """The shop's admins, by id."""
+        found = (r for r in self._by_shop.get(shop_id, {}).values() if isinstance(r, ShopAdmin))
+        return sorted(found, key=lambda admin: admin.admin_id)
+
+    def sms_connection(self, shop_id: str) -> SmsConnection | None:
+        record = self._by_shop.get(shop_id, {}).get(f"sms_connection:{shop_id}:{shop_id}")
+        return record if isinstance(record, SmsConnection) else None
 
     def view(self, shop_id: str) -> ShopView:
         """What the order-count decision needs of ``shop_id``."""
@@ -162,14 +194,21 @@ async def _behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -
     return False
 
 
-async def publish(settings: Settings, record: ShopProfile | EmailTemplate | OrderCountRule) -> None:
+async def publish(settings: Settings, record: Record) -> None:
     """Write ``record`` to the shop-config log and wait until the broker has it."""
+    await _send(settings, config_key(record), record.model_dump_json().encode())
+
+
+async def delete(settings: Settings, key: str) -> None:
+    """Write a tombstone for ``key`` (``<kind>:<shop_id>:<id>``): the record is gone once applied."""
+    await _send(settings, key, None)
+
+
+async def _send(settings: Settings, key: str, value: bytes | None) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True)
     await producer.start()
     try:
-        await producer.send_and_wait(
-            topic_name(settings, SHOP_CONFIG), key=config_key(record).encode(), value=record.model_dump_json().encode()
-        )
+        await producer.send_and_wait(topic_name(settings, SHOP_CONFIG), key=key.encode(), value=value)
     except Exception as exc:
         raise RetryableError(f"could not write to {topic_name(settings, SHOP_CONFIG)}: {exc}") from exc
     finally:

@@ -19,11 +19,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TopicSpec:
-    """One topic of the contract; ``name`` is before the settings' prefix."""
+    """One topic; ``name`` is before the settings' prefix, or, for a worker-internal topic,
+    after ``<app_id>-`` (the names Faust gives its internal and changelog topics)."""
 
     name: str
     description: str
     compacted: bool = False
+    internal: bool = False
 
 
 ORDERS = TopicSpec("orders", "Order lifecycle events from the shop front (order submitted, reorder, lead).")
@@ -35,13 +37,25 @@ SHOP_CONFIG = TopicSpec("shop-config", "Shop configuration log (rules, templates
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (ORDERS, JOB_STATUS, PAYMENTS, ACTIONS, DEAD_LETTERS, SHOP_CONFIG)
 
+PAYMENTS_BY_CUSTOMER = TopicSpec("payments-by-customer", "Payments re-keyed by customer (internal).", internal=True)
+ORDER_COUNTS_CHANGELOG = TopicSpec(
+    "order-counts-changelog", "Changelog of the order-counts table (internal).", compacted=True, internal=True
+)
+#: Topics the worker would otherwise create itself at start-up. Created beforehand, because a
+#: topic created by the worker a moment before it joins its consumer group can be missing from
+#: the broker's metadata at the join: the assignor then skips it, and nothing consumes it until
+#: a metadata refresh (minutes) triggers another rebalance.
+INTERNAL_TOPICS: tuple[TopicSpec, ...] = (PAYMENTS_BY_CUSTOMER, ORDER_COUNTS_CHANGELOG)
+
 
 def topic_name(settings: Settings, spec: TopicSpec) -> str:
     """The topic's name on the broker."""
+    if spec.internal:
+        return f"{settings.app_id}-{spec.name}"
     return f"{settings.topic_prefix}{spec.name}"
 
 
-async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS) -> list[str]:
+async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS + INTERNAL_TOPICS) -> list[str]:
     """Create missing topics; refuse existing ones whose partition count differs.
 
     Tables are co-partitioned with their source topics, so a topic with another

@@ -6,17 +6,21 @@ running ones. Each test gets its own topic prefix, consumer group and database.
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
+from streamapp.db import upgrade
 from streamapp.embedded.kafka import EmbeddedKafka, ensure_kafka_libs
 from streamapp.embedded.postgres import EmbeddedPostgres
 from streamapp.settings import Settings
+from tests.harness.cli import Cli, create_topics
 from tests.harness.services import Worker, new_database
+from tests.harness.twilio import TwilioFaultProxy, prism_session
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +44,19 @@ def postgres_url(base_settings: Settings) -> Iterator[str]:
         return
     with EmbeddedPostgres(base_settings.postgres_bin_dir) as postgres:
         yield postgres.url()
+
+
+@pytest.fixture(scope="session")
+def twilio_api(base_settings: Settings) -> Iterator[str]:
+    """Base URL of Twilio's API contract served locally by Prism, once per session."""
+    yield from prism_session(base_settings)
+
+
+@pytest.fixture
+async def twilio(twilio_api: str) -> AsyncIterator[TwilioFaultProxy]:
+    """A recording fault proxy in front of the session's Prism, fresh for each test (in its event loop)."""
+    async with TwilioFaultProxy(twilio_api) as proxy:
+        yield proxy
 
 
 @pytest.fixture
@@ -84,7 +101,20 @@ def settings_env(settings: Settings) -> dict[str, str]:
     }
     if settings.database_url is not None:
         env["DATABASE_URL"] = settings.database_url.get_secret_value()
+    if settings.secret_key is not None:
+        env["STREAMAPP_SECRET_KEY"] = settings.secret_key.get_secret_value()
+    if settings.twilio_api_url is not None:
+        env["STREAMAPP_TWILIO_API_URL"] = settings.twilio_api_url
     return env
+
+
+@pytest.fixture
+def cli(settings_factory: Callable[..., Settings], database_url: str, tmp_path: Path) -> Cli:
+    """The command line of one test: its own topics (created) and migrated database."""
+    upgrade(database_url)
+    settings = settings_factory(database_url=database_url)
+    create_topics(settings)
+    return Cli({**os.environ, **settings_env(settings)}, tmp_path)
 
 
 @pytest.fixture

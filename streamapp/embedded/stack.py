@@ -57,4 +57,8 @@ def service_env(settings: Settings) -> dict[str, str]:
         env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
     if settings.database_url is not None:
         env["DATABASE_URL"] = settings.database_url.get_secret_value()
+    if settings.secret_key is not None:
+        env["STREAMAPP_SECRET_KEY"] = settings.secret_key.get_secret_value()
+    if settings.twilio_api_url is not None:
+        env["STREAMAPP_TWILIO_API_URL"] = settings.twilio_api_url
     return env

@@ -6,5 +6,16 @@ from streamapp.sinks.alerts import AlertSink
 from streamapp.sinks.base import Outcome, Sink
 from streamapp.sinks.email import EmailSink
 from streamapp.sinks.ledger import LedgerSink
+from streamapp.sinks.notifications import NotificationSink, ToastSink
+from streamapp.sinks.sms import SmsSink
 
-__all__ = ["AlertSink", "EmailSink", "LedgerSink", "Outcome", "Sink"]
+__all__ = [
+    "AlertSink",
+    "EmailSink",
+    "LedgerSink",
+    "NotificationSink",
+    "Outcome",
+    "Sink",
+    "SmsSink",
+    "ToastSink",
+]

@@ -29,11 +29,19 @@ from __future__ import annotations
 import abc
 from typing import ClassVar, Literal, TypeVar
 
-from schemas.actions import Action, AlertEffect, CreditEffect, EmailEffect
+from schemas.actions import (
+    Action,
+    AlertEffect,
+    CreditEffect,
+    EmailEffect,
+    NotificationEffect,
+    SmsEffect,
+    ToastEffect,
+)
 
 Outcome = Literal["applied", "duplicate", "failed"]
 
-_E = TypeVar("_E", EmailEffect, CreditEffect, AlertEffect)
+_E = TypeVar("_E", EmailEffect, SmsEffect, NotificationEffect, ToastEffect, CreditEffect, AlertEffect)
 
 
 class Sink(abc.ABC):

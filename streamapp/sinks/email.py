@@ -168,18 +168,7 @@ class EmailSink(Sink):
 
     def build_message(self, action: Action, effect: EmailEffect) -> EmailMessage:
         """The MIME message of ``effect``; a ValueError if a header or address cannot be encoded."""
-        message = EmailMessage()
-        message["From"] = self._settings.smtp_from
-        message["To"] = Address(display_name=effect.to_name, addr_spec=effect.to)
-        message["Subject"] = effect.subject
-        message["Date"] = formatdate(usegmt=True)
-        # Deterministic, so a copy sent again after a crash can be recognised by the receiver.
-        message["Message-ID"] = f"<{action.action_id}@streamapp>"
-        message["X-Streamapp-Action-Id"] = action.action_id
-        message.set_content(effect.text_body)
-        if effect.html_body is not None:
-            message.add_alternative(effect.html_body, subtype="html")
-        return message
+        return build_message(action, effect, sender=self._settings.smtp_from)
 
     async def _send(self, message: EmailMessage, recipient: str) -> str:
         """Send ``message`` to its one recipient; the server's reply to DATA (it often names its queue id)."""
@@ -197,3 +186,22 @@ class EmailSink(Sink):
             timeout=self._timeout,
         )
         return reply
+
+
+def build_message(action: Action, effect: EmailEffect, *, sender: str) -> EmailMessage:
+    """The MIME message the sink sends for ``effect`` (``streamapp preview`` shows the same).
+
+    A ValueError if a header or address cannot be encoded.
+    """
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = Address(display_name=effect.to_name, addr_spec=effect.to)
+    message["Subject"] = effect.subject
+    message["Date"] = formatdate(usegmt=True)
+    # Deterministic, so a copy sent again after a crash can be recognised by the receiver.
+    message["Message-ID"] = f"<{action.action_id}@streamapp>"
+    message["X-Streamapp-Action-Id"] = action.action_id
+    message.set_content(effect.text_body)
+    if effect.html_body is not None:
+        message.add_alternative(effect.html_body, subtype="html")
+    return message

@@ -13,12 +13,12 @@ import asyncpg
 from pydantic import SecretStr
 
 from schemas.actions import Action
-from schemas.config import EmailTemplate, OrderCountRule, ShopProfile
+from schemas.config import EmailTemplate, OrderCountRule, Record
 from schemas.deadletter import DeadLetter
 from streamapp import shop_config
 from streamapp.db import upgrade
 from streamapp.settings import Settings
-from streamapp.topics import ACTIONS, DEAD_LETTERS, PAYMENTS, ensure_topics, topic_name
+from streamapp.topics import ACTIONS, DEAD_LETTERS, JOB_STATUS, ORDERS, PAYMENTS, ensure_topics, topic_name
 from tests.harness.services import Worker, new_database, wait_for
 from tests.harness.smtp import Recorder
 from tests.integration.kafka_helpers import group_lag, produce, read_all
@@ -59,11 +59,13 @@ class Pipeline:
         self.smtp = smtp
         self.bootstrap = settings.kafka_bootstrap_servers or ""
         self.payments = topic_name(settings, PAYMENTS)
+        self.orders = topic_name(settings, ORDERS)
+        self.job_status = topic_name(settings, JOB_STATUS)
         self.internal = f"{settings.app_id}-payments-by-customer"
         self.workers: list[Worker] = []
 
     # -- shop configuration ---------------------------------------------------------------
-    def publish(self, record: ShopProfile | EmailTemplate | OrderCountRule) -> None:
+    def publish(self, record: Record) -> None:
         asyncio.run(shop_config.publish(self.settings, record))
 
     def add_rule(self, shop: str, name: str, orders: int, action: str, **fields: Any) -> OrderCountRule:
@@ -118,17 +120,25 @@ class Pipeline:
         self.send_raw(key if key is not None else f"{shop}:{customer}".encode(), json.dumps(value).encode())
         return event_id
 
-    def send_raw(self, key: bytes | None, value: bytes | None) -> None:
-        asyncio.run(produce(self.bootstrap, self.payments, [(key, value)]))  # type: ignore[list-item]
+    def send_raw(self, key: bytes | None, value: bytes | None, topic: str | None = None) -> None:
+        asyncio.run(produce(self.bootstrap, topic or self.payments, [(key, value)]))  # type: ignore[list-item]
+
+    def send_event(self, event: dict[str, Any]) -> None:
+        """Produce ``event`` to the topic of its type, keyed as the contract says."""
+        topic = {"order": self.orders, "reorder": self.orders, "lead": self.orders, "job": self.job_status}.get(
+            event["type"].split(".")[0], self.job_status if event["type"].startswith("artwork.") else self.payments
+        )
+        who = event["customer"]["customer_id"] if "customer" in event else event["lead"]["lead_id"]
+        self.send_raw(f"{event['shop_id']}:{who}".encode(), json.dumps(event).encode(), topic)
 
     def drain(self, timeout: float = 60.0) -> None:
-        """Wait until the worker has committed every payment, then every re-keyed payment.
+        """Wait until the worker has committed every input event, then every re-keyed payment.
 
         A worker commits only after flushing what it sent, so once both are committed
         every action those events produce is on the actions topic.
         """
         group = self.settings.app_id
-        for topic in (self.payments, self.internal):
+        for topic in (self.orders, self.job_status, self.payments, self.internal):
             lags: dict[Any, int] = {}
 
             def committed_all(t: str = topic, lags: dict[Any, int] = lags) -> bool:

@@ -3,115 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
-from streamapp.db import upgrade
-from streamapp.settings import Settings
-from streamapp.topics import ALL_TOPICS, ensure_topics, topic_name
-from tests.conftest import settings_env
-from tests.harness.services import REPO_ROOT, wait_for
-from tests.integration.kafka_helpers import create_topic
+from tests.harness.cli import Cli
 
 pytestmark = pytest.mark.integration
 
 SHOP = "shop-1"
 BODY = "<p>Hi {{ customer_name }},</p>\n<p>{{ order_count }} orders at {{ shop_name }}: thank you!</p>\n"
-
-
-class Cli:
-    """Runs ``python -m streamapp`` with one test's environment."""
-
-    def __init__(self, env: dict[str, str], tmp: Path) -> None:
-        self.env = env
-        self.tmp = tmp
-
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "streamapp", *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            cwd=REPO_ROOT,
-            timeout=60,
-            check=False,
-        )
-        assert "Traceback" not in done.stderr + done.stdout, done.stderr
-        return done
-
-    def ok(self, *args: str) -> str:
-        done = self(*args)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    def refused(self, *args: str, code: int = 2) -> str:
-        """The one error line of a refused command."""
-        done = self(*args)
-        assert done.returncode == code, (done.stdout, done.stderr)
-        assert done.stdout == ""
-        lines = done.stderr.splitlines()
-        assert len(lines) == 1 and lines[0].startswith("streamapp: error: "), done.stderr
-        return lines[0]
-
-    def add_template(
-        self, key: str, body: str, subject: str = "Thanks, {{ customer_name }}"
-    ) -> subprocess.CompletedProcess[str]:
-        path = self.tmp / f"{key}.html"
-        path.write_text(body, encoding="utf-8")
-        return self("templates", "add", "--shop", SHOP, "--key", key, "--subject", subject, "--body-file", str(path))
-
-    def rules_json(self) -> list[dict[str, object]]:
-        rules: list[dict[str, object]] = json.loads(self.ok("rules", "list", "--shop", SHOP, "--json"))
-        return rules
-
-
-async def _partition_counts(settings: Settings) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic_name(settings, spec) for spec in ALL_TOPICS])
-        return [len(d["partitions"]) for d in described]
-    finally:
-        await admin.close()
-
-
-def create_topics(settings: Settings) -> None:
-    """Create the topics and wait (bounded) until the broker describes them all.
-
-    ensure_topics alone can describe a topic it has just created before the broker's
-    metadata has its partitions (0 partitions, refused); so create, wait, then let it check.
-    """
-    for spec in ALL_TOPICS:
-        name = topic_name(settings, spec)
-        asyncio.run(
-            create_topic(
-                settings.kafka_bootstrap_servers or "", name, settings.topic_partitions, compacted=spec.compacted
-            )
-        )
-    wait_for(
-        lambda: all(n == settings.topic_partitions for n in asyncio.run(_partition_counts(settings))),
-        timeout=30,
-        what="topic metadata",
-    )
-    asyncio.run(ensure_topics(settings))
-
-
-@pytest.fixture
-def cli(settings_factory: Callable[..., Settings], database_url: str, tmp_path: Path) -> Cli:
-    upgrade(database_url)
-    settings = settings_factory(database_url=database_url)
-    create_topics(settings)
-    return Cli({**os.environ, **settings_env(settings)}, tmp_path)
 
 
 def sql(cli: Cli, query: str, *args: object) -> None:
@@ -203,7 +106,7 @@ def test_credit_amounts_and_option_combinations(cli: Cli) -> None:
 def test_shop_profile(cli: Cli) -> None:
     assert (
         cli.ok("shops", "set", "--shop", SHOP, "--name", "  Acme Print Co. ")
-        == "shop shop-1 is named 'Acme Print Co.'\n"
+        == "shop shop-1 is named 'Acme Print Co.', time zone UTC\n"
     )
 
 

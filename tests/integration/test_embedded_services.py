@@ -76,7 +76,11 @@ def test_postgres_round_trip_with_migrations(database_url: str) -> None:
 
 
 def _clean_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "STREAMAPP_TWILIO_API_URL", "STREAMAPP_SECRET_KEY"}
+    }
     env["STREAMAPP_DATA_DIR"] = str(tmp_path / "state")
     env["PYTHONPATH"] = str(REPO_ROOT)
     return env
@@ -123,12 +127,21 @@ def test_run_command_plays_the_demo_serves_health_and_stops_everything_on_ctrl_c
             start_new_session=True,
         )
     try:
-        wait_for(lambda: "ready " in out.read_text() or run.poll() is not None, timeout=120, what="`streamapp run`")
+        wait_for(
+            lambda: "ready       (Ctrl-C" in out.read_text() or run.poll() is not None,
+            timeout=120,
+            what="`streamapp run`",
+        )
         assert run.poll() is None, out.read_text()
         printed = out.read_text()
         assert "credits   ann $20.00, ben $20.00" in printed, printed
-        assert "emails    5 sent" in printed and "alerts    1 " in printed, printed
-        assert len(list((tmp_path / "state" / "mail").glob("*.eml"))) == 5
+        assert "emails    13 sent" in printed and "alerts    1 " in printed, printed
+        assert "sms       2 sent to +15551234567 through Twilio" in printed, printed
+        assert "admins    6 notifications (3 each for maria, sam), 3 toasts" in printed, printed
+        mail = list((tmp_path / "state" / "mail").glob("*.eml"))
+        assert len(mail) == 13
+        subjects = {line for path in mail for line in path.read_text().splitlines() if line.startswith("Subject: ")}
+        assert "Subject: Your order 500 business cards (J-1042) is in production" in subjects, subjects
         assert http_get(f"http://127.0.0.1:{port}/healthz") == (200, {"status": "ok"})
         status, body = http_get(f"http://127.0.0.1:{port}/readyz") or (None, None)
         assert status == 200 and body["ready"] is True
@@ -136,7 +149,7 @@ def test_run_command_plays_the_demo_serves_health_and_stops_everything_on_ctrl_c
             metrics = response.read().decode()
         assert "streamapp_messages_received" in metrics
         below = descendants(run.pid)
-        assert len(below) >= 3, f"expected Kafka, PostgreSQL and a worker below the run command, got {below}"
+        assert len(below) >= 4, f"expected Kafka, PostgreSQL, Prism and a worker below the run command, got {below}"
         # Ctrl-C in a terminal signals the whole foreground process group.
         os.killpg(run.pid, signal.SIGINT)
         assert run.wait(timeout=60) == 0, out.read_text()

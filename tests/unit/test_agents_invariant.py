@@ -12,7 +12,8 @@ import pkgutil
 from collections import Counter
 
 import agents
-from streamapp.app import app
+from streamapp.app import app, runtime
+from streamapp.topics import ALL_TOPICS, INTERNAL_TOPICS, topic_name
 
 
 def test_each_topic_has_one_agent_with_concurrency_one() -> None:
@@ -26,3 +27,14 @@ def test_each_topic_has_one_agent_with_concurrency_one() -> None:
             consumed[topic] += 1
     shared = {topic: n for topic, n in consumed.items() if n > 1}
     assert not shared, f"topics consumed by more than one agent: {shared}"
+
+
+def test_streamapp_creates_every_topic_the_worker_consumes_or_writes_before_it_starts() -> None:
+    """A topic the worker creates itself moments before joining its group can be missing from
+    the join's metadata; the assignor then skips it for minutes. `ensure_topics` makes them all."""
+    for module in pkgutil.iter_modules(agents.__path__):
+        importlib.import_module(f"agents.{module.name}")
+    created = {topic_name(runtime.settings, spec) for spec in ALL_TOPICS + INTERNAL_TOPICS}
+    consumed = {topic for agent in app.agents.values() for topic in agent.channel.topics}  # type: ignore[attr-defined]
+    changelogs = {table.changelog_topic.get_topic_name() for table in app.tables.values()}
+    assert consumed | changelogs <= created, (consumed | changelogs) - created

@@ -1,0 +1,63 @@
+"""The first step of every input agent: a raw message becomes an event, or a dead letter."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol, TypeVar
+
+from faust.types import Message
+from pydantic import TypeAdapter
+
+from schemas.actions import Lineage
+from schemas.deadletter import DeadLetter
+from streamapp.app import runtime
+from streamapp.decode import decode
+
+logger = logging.getLogger(__name__)
+
+
+class _Event(Protocol):
+    @property
+    def event_id(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
+
+
+_E = TypeVar("_E", bound=_Event)
+
+
+async def decode_or_dead_letter(
+    message: Message, adapter: TypeAdapter[_E], known_types: frozenset[str]
+) -> tuple[_E, Lineage] | None:
+    """The event in ``message`` with its lineage; None after sending bad input to ``dead-letters``.
+
+    Bad input is never dropped silently: the dead letter carries the reason and the
+    original bytes, the metric counts it by reason, and the log says where it was.
+    """
+    outcome = decode(
+        adapter,
+        known_types,
+        key=message.key,
+        value=message.value,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+    )
+    if isinstance(outcome, DeadLetter):
+        runtime.metrics.dead_letters.labels(message.topic, outcome.reason).inc()
+        logger.warning(
+            "dead-lettered topic=%s partition=%s offset=%s reason=%s: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            outcome.reason,
+            outcome.detail,
+        )
+        await runtime.topics.dead_letters.send(key=message.key, value=outcome.model_dump_json().encode())
+        return None
+    runtime.metrics.events.labels(message.topic, outcome.type).inc()
+    lineage = Lineage(
+        event_id=outcome.event_id, topic=message.topic, partition=message.partition, offset=message.offset
+    )
+    return outcome, lineage
