@@ -313,7 +313,10 @@ def _spawn_worker(settings: Settings) -> ChildProcess:
         [sys.executable, "-m", "streamapp", "worker"],
         log_path=settings.data_dir / "worker.log",
         env=env,
-        death_signal=signal.SIGTERM,
+        # SIGKILL, not SIGTERM: when `run` dies, its broker dies with it, and a Faust worker
+        # told to stop gracefully without a broker can wait forever. Nothing is lost: offsets
+        # are committed only after the effects (at-least-once); Ctrl-C still stops it gracefully.
+        death_signal=signal.SIGKILL,
     )
 
 

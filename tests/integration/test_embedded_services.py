@@ -159,3 +159,27 @@ def test_run_command_plays_the_demo_serves_health_and_stops_everything_on_ctrl_c
             run.wait()
     wait_for(lambda: not any(pid_alive(pid) for pid in below), timeout=30, what="services to exit after Ctrl-C")
     assert "stopped" in out.read_text()
+
+
+def test_a_sigkilled_run_command_leaves_no_worker_or_service_behind(tmp_path: Path) -> None:
+    out = tmp_path / "run.out"
+    with open(out, "w") as sink:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "streamapp", "run", "--web-port", str(free_port())],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=_clean_env(tmp_path),
+            cwd=tmp_path,
+            start_new_session=True,
+        )
+    try:
+        ready = "ready       (Ctrl-C"
+        wait_for(lambda: ready in out.read_text() or run.poll() is not None, timeout=120, what="`streamapp run`")
+        assert run.poll() is None, out.read_text()
+        below = descendants(run.pid)
+        assert len(below) >= 3, f"expected Kafka, PostgreSQL and a worker below the run command, got {below}"
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)  # no chance to stop anything: the kernel must
+        run.wait()
+    # The worker's broker dies with it: told to stop gracefully, it could wait for it forever.
+    wait_for(lambda: not any(pid_alive(pid) for pid in below), timeout=30, what="children of a SIGKILLed run")
