@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 
 import asyncpg
 from faust import StreamT
@@ -79,25 +79,30 @@ async def perform(sink: Sink, action: Action) -> str:
             await asyncio.sleep(backoff(attempt))
 
 
-async def _actions(stream: StreamT[bytes]) -> AsyncIterator[tuple[Action, str]]:
+async def _actions(stream: StreamT[bytes], channels: Collection[str]) -> AsyncIterator[tuple[Action, str]]:
+    """Each action of the stream with its position; what no sink here can perform is dead-lettered."""
     async for event in stream.events():
         message = event.message
         try:
             action = Action.model_validate_json(message.value or b"")
         except ValidationError as exc:
-            letter = dead_letter(
-                "invalid_event",
-                f"not an action: {exc}",
-                key=message.key,
-                value=message.value,
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-            )
-            metrics.dead_letters.labels(message.topic, letter.reason).inc()
-            await topics.dead_letters.send(key=message.key, value=letter.model_dump_json().encode())
-            continue
-        yield action, f"{message.partition}@{message.offset}"
+            detail = f"not an action: {exc}"
+        else:
+            if action.effect.channel in channels:
+                yield action, f"{message.partition}@{message.offset}"
+                continue
+            detail = f"no sink for channel {action.effect.channel!r} in this worker"
+        letter = dead_letter(
+            "invalid_event",
+            detail,
+            key=message.key,
+            value=message.value,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+        )
+        metrics.dead_letters.labels(message.topic, letter.reason).inc()
+        await topics.dead_letters.send(key=message.key, value=letter.model_dump_json().encode())
 
 
 @app.agent(topics.actions, concurrency=1)
@@ -114,7 +119,7 @@ async def perform_actions(stream: StreamT[bytes]) -> None:
             ToastSink(pool),
         )
         sinks = {sink.channel: sink for sink in every}
-        async for action, position in _actions(stream):
+        async for action, position in _actions(stream, sinks):
             channel = action.effect.channel
             outcome = await perform(sinks[channel], action)
             metrics.deliveries.labels(channel, outcome).inc()

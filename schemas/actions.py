@@ -65,6 +65,26 @@ class ToastEffect(Outgoing):
     expires_at: AwareDatetime
 
 
+class PaymentLinkEffect(Outgoing):
+    """Email the customer a Stripe Checkout link for an invoice.
+
+    The link exists only once Stripe has created the session, so the sink renders the
+    email: the effect carries the chosen templates and every variable but ``payment_link``.
+    """
+
+    channel: Literal["payment_link"] = "payment_link"
+    to: Email
+    to_name: Name
+    template_key: Identifier
+    amount_cents: int = Field(ge=1)
+    currency: Currency
+    description: Annotated[str, Field(min_length=1, max_length=500)]
+    success_url: Annotated[str, Field(max_length=2048)]
+    cancel_url: Annotated[str, Field(max_length=2048)]
+    templates: dict[str, str] = Field(description="part -> template source (subject, body.html, body.txt).")
+    variables: dict[str, str] = Field(description="Every template variable except payment_link.")
+
+
 class CreditEffect(Outgoing):
     """Put money on the customer's account (an append-only ledger entry)."""
 
@@ -82,7 +102,7 @@ class AlertEffect(Outgoing):
 
 
 Effect = Annotated[
-    EmailEffect | SmsEffect | NotificationEffect | ToastEffect | CreditEffect | AlertEffect,
+    EmailEffect | SmsEffect | NotificationEffect | ToastEffect | PaymentLinkEffect | CreditEffect | AlertEffect,
     Field(discriminator="channel"),
 ]
 

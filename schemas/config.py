@@ -132,13 +132,32 @@ class SmsConnection(Outgoing):
     updated_at: AwareDatetime
 
 
-Record = ShopProfile | EmailTemplate | OrderCountRule | CatalogToggle | CatalogTemplate | ShopAdmin | SmsConnection
+class StripeConnection(Outgoing):
+    """The shop has connected Stripe. Only the fact travels here: the secret key is sealed in
+    PostgreSQL (``stripe_credentials``) and never leaves it."""
+
+    kind: Literal["stripe_connection"] = "stripe_connection"
+    shop_id: Identifier
+    account_hint: Annotated[str, Field(max_length=80)] = Field(description="The account, for display.")
+    updated_at: AwareDatetime
+
+
+Record = (
+    ShopProfile
+    | EmailTemplate
+    | OrderCountRule
+    | CatalogToggle
+    | CatalogTemplate
+    | ShopAdmin
+    | SmsConnection
+    | StripeConnection
+)
 ConfigRecord = Annotated[Record, Field(discriminator="kind")]
 
 
 def config_key(record: Record) -> str:
     """The compaction key of a configuration record: ``<kind>:<shop_id>:<id>``."""
-    if isinstance(record, ShopProfile | SmsConnection):
+    if isinstance(record, ShopProfile | SmsConnection | StripeConnection):
         return f"{record.kind}:{record.shop_id}:{record.shop_id}"
     if isinstance(record, EmailTemplate):
         return f"email_template:{record.shop_id}:{record.key}"

@@ -65,9 +65,12 @@ class Settings(BaseSettings):
     twilio_api_url: str | None = Field(
         None, description="Base URL of Twilio's REST API; unset means https://api.twilio.com (tests use a local one)."
     )
+    stripe_api_url: str | None = Field(
+        None, description="Base URL of Stripe's API; unset means https://api.stripe.com (tests use stripe-mock)."
+    )
     toast_ttl_seconds: int = Field(600, ge=1, le=86400, description="How long a toast shows after its event.")
 
-    @field_validator("twilio_api_url")
+    @field_validator("twilio_api_url", "stripe_api_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):

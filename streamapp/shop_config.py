@@ -35,6 +35,7 @@ from schemas.config import (
     ShopAdmin,
     ShopProfile,
     SmsConnection,
+    StripeConnection,
     config_key,
 )
 from streamapp.errors import ConfigurationError, RetryableError
@@ -112,6 +113,10 @@ class ConfigStore:
     def sms_connection(self, shop_id: str) -> SmsConnection | None:
         record = self._by_shop.get(shop_id, {}).get(f"sms_connection:{shop_id}:{shop_id}")
         return record if isinstance(record, SmsConnection) else None
+
+    def stripe_connection(self, shop_id: str) -> StripeConnection | None:
+        record = self._by_shop.get(shop_id, {}).get(f"stripe_connection:{shop_id}:{shop_id}")
+        return record if isinstance(record, StripeConnection) else None
 
     def view(self, shop_id: str) -> ShopView:
         """What the order-count decision needs of ``shop_id``."""

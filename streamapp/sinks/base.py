@@ -35,13 +35,16 @@ from schemas.actions import (
     CreditEffect,
     EmailEffect,
     NotificationEffect,
+    PaymentLinkEffect,
     SmsEffect,
     ToastEffect,
 )
 
 Outcome = Literal["applied", "duplicate", "failed"]
 
-_E = TypeVar("_E", EmailEffect, SmsEffect, NotificationEffect, ToastEffect, CreditEffect, AlertEffect)
+_E = TypeVar(
+    "_E", EmailEffect, SmsEffect, NotificationEffect, ToastEffect, PaymentLinkEffect, CreditEffect, AlertEffect
+)
 
 
 class Sink(abc.ABC):
