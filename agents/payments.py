@@ -6,7 +6,8 @@ messages (faust-streaming #606: with more, a commit can pass an in-flight messag
 1. ``route_payments`` decodes each message. Bad input goes to ``dead-letters``
    with the reason and the original bytes; a valid ``payment.succeeded`` is
    re-keyed by customer onto the internal ``<app_id>-payments-by-customer`` topic;
-   ``invoice.sent`` and ``invoice.paid`` go to the automation catalog (``agents/catalog.py``).
+   ``invoice.sent`` and ``invoice.paid`` go to the automation catalog (``agents/catalog.py``),
+   and every invoice event is re-keyed by invoice onto ``<app_id>-invoices`` (``agents/invoices.py``).
 2. ``count_orders`` counts each customer's distinct paid orders in a
    changelog-backed table and publishes the actions of the rules that fire.
 """
@@ -20,18 +21,36 @@ from pydantic import TypeAdapter
 
 from agents import catalog
 from schemas.actions import Lineage
-from schemas.events import InvoicePaid, InvoiceSent, PaymentFailed, PaymentsEvent, PaymentSucceeded
-from schemas.internal import RoutedPayment
+from schemas.events import (
+    InvoiceDueDateChanged,
+    InvoicePaid,
+    InvoiceSent,
+    InvoiceVoided,
+    PaymentFailed,
+    PaymentsEvent,
+    PaymentSucceeded,
+)
+from schemas.internal import RoutedInvoice, RoutedPayment
 from streamapp.app import app, runtime
 from streamapp.ingest import decode_or_dead_letter
+from streamapp.invoices import invoice_key
 from streamapp.order_count import apply_payment, customer_key, decide
 
 logger = logging.getLogger(__name__)
 
-PAYMENT_TYPES = frozenset({"payment.succeeded", "payment.failed", "invoice.sent", "invoice.paid"})
+PAYMENT_TYPES = frozenset(
+    {
+        "payment.succeeded",
+        "payment.failed",
+        "invoice.sent",
+        "invoice.paid",
+        "invoice.voided",
+        "invoice.due_date_changed",
+    }
+)
 CONFIG_WAIT_SECONDS = catalog.CONFIG_WAIT_SECONDS
 
-PaymentsEventT = PaymentSucceeded | PaymentFailed | InvoiceSent | InvoicePaid
+PaymentsEventT = PaymentSucceeded | PaymentFailed | InvoiceSent | InvoicePaid | InvoiceVoided | InvoiceDueDateChanged
 _payments = TypeAdapter[PaymentsEventT](PaymentsEvent)
 topics = runtime.topics
 metrics = runtime.metrics
@@ -50,7 +69,11 @@ async def route_payments(stream: StreamT[bytes]) -> None:
 
 async def _route(event: PaymentsEventT, lineage: Lineage) -> None:
     if isinstance(event, InvoiceSent | InvoicePaid):
-        await catalog.react(event, lineage)  # the automation catalog: no per-customer state
+        await catalog.react(event, lineage)  # the catalog's invoice emails: no state needed
+    if isinstance(event, InvoiceSent | InvoicePaid | InvoiceVoided | InvoiceDueDateChanged):
+        # ...and the invoice's schedule of reminders: state per invoice, on its partition.
+        invoice = RoutedInvoice(lineage=lineage, event=event)
+        await topics.invoices.send(key=invoice_key(event).encode(), value=invoice.model_dump_json().encode())
         return
     if not isinstance(event, PaymentSucceeded):
         return  # payment.failed: valid, and nothing counts on it

@@ -23,6 +23,7 @@ class ShopProfile(Outgoing):
     shop_id: Identifier
     name: Name
     time_zone: str = Field("UTC", description="IANA time zone of dates shown to customers, e.g. America/Chicago.")
+    due_soon_days: int = Field(3, ge=1, le=60, description="Days before the due date of the due-soon reminder.")
     updated_at: AwareDatetime
 
     @field_validator("time_zone")

@@ -105,8 +105,28 @@ class InvoicePaid(EventBase):
     amount_paid_cents: int = Field(ge=0)
 
 
+class InvoiceVoided(EventBase):
+    """An invoice was voided: nothing more is asked for it."""
+
+    type: Literal["invoice.voided"]
+    customer: Customer
+    invoice_id: Identifier
+
+
+class InvoiceDueDateChanged(EventBase):
+    """An invoice's due date changed: its reminders that have not gone out move with it."""
+
+    type: Literal["invoice.due_date_changed"]
+    customer: Customer
+    invoice_id: Identifier
+    due_date: date = Field(description="The new due date, a calendar date in the shop's time zone.")
+
+
+#: The events that change an invoice's state (and so its schedule of reminders).
+InvoiceEvent = InvoiceSent | InvoicePaid | InvoiceVoided | InvoiceDueDateChanged
+
 PaymentsEvent = Annotated[
-    PaymentSucceeded | PaymentFailed | InvoiceSent | InvoicePaid,
+    PaymentSucceeded | PaymentFailed | InvoiceSent | InvoicePaid | InvoiceVoided | InvoiceDueDateChanged,
     Field(discriminator="type"),
 ]
 

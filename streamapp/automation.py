@@ -126,7 +126,7 @@ def action_id(shop_id: str, rule_key: str, event_id: str) -> str:
 
 
 # -- variables ---------------------------------------------------------------------------------
-def _long_date(day: date) -> str:
+def long_date(day: date) -> str:
     return f"{day:%B} {day.day}, {day.year}"
 
 
@@ -184,7 +184,7 @@ def _invoice_sent(event: InvoiceSent, shop: CatalogShop) -> dict[str, str]:
         "invoice_number": invoice.invoice_number,
         "invoice_link": invoice.invoice_url,
         "total_due": format_money(invoice.total_due_cents, invoice.currency),
-        "due_date": _long_date(invoice.due_date) if invoice.due_date else "upon receipt",
+        "due_date": long_date(invoice.due_date) if invoice.due_date else "upon receipt",
     }
 
 
@@ -194,7 +194,7 @@ def _invoice_paid(event: InvoicePaid, shop: CatalogShop) -> dict[str, str]:
         "invoice_number": invoice.invoice_number,
         "invoice_link": invoice.invoice_url,
         "amount_paid": format_money(event.amount_paid_cents, invoice.currency),
-        "paid_on": _long_date(event.occurred_at.astimezone(shop.time_zone).date()),
+        "paid_on": long_date(event.occurred_at.astimezone(shop.time_zone).date()),
     }
 
 

@@ -35,6 +35,8 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from schemas.events import InvoiceEvent, InvoicePaid, InvoiceSent, InvoiceVoided
+
 #: The customer emails of the schedule, in the order they come.
 CUSTOMER_STEPS = (
     "payment_due_soon_email",
@@ -52,7 +54,8 @@ DAYS_AFTER = {
 }
 DEFAULT_DUE_SOON_DAYS = 3
 
-Status = Literal["open", "paid", "voided"]
+#: "unsent": only a paid, voided or due-date event was seen so far.
+Status = Literal["unsent", "open", "paid", "voided"]
 
 
 @dataclass(frozen=True)
@@ -134,3 +137,64 @@ def upcoming(state: Mapping[str, Any], start: datetime, end: datetime, zone: Zon
     done = set(state.get("fired", {})) | set(state.get("skipped", {}))
     steps = schedule(date.fromisoformat(state["due_date"]), zone, **kwargs)
     return [step for step in steps if start <= step.at < end and step.rule not in done]
+
+
+def invoice_key(event: InvoiceEvent) -> str:
+    """Table and message key of an invoice: ``<shop_id>:<invoice_id>``."""
+    invoice_id = event.invoice.invoice_id if isinstance(event, InvoiceSent | InvoicePaid) else event.invoice_id
+    return f"{event.shop_id}:{invoice_id}"
+
+
+#: Statuses no event changes any more.
+FINAL = frozenset({"paid", "voided"})
+
+
+def apply_event(
+    state: Mapping[str, Any] | None, event: InvoiceEvent, *, partition: int, zone: ZoneInfo
+) -> dict[str, Any] | None:
+    """The invoice's state after ``event``; None when nothing changes.
+
+    Paid and voided are final: a late or redelivered ``invoice.sent`` never reopens the
+    invoice. A due date change of an invoice not seen yet is kept, so that the
+    ``invoice.sent`` arriving after it cannot bring back the old date.
+    """
+    if state is not None and state.get("status") in FINAL:
+        return None
+    if isinstance(event, InvoiceSent):
+        return _sent(state, event, partition, zone)
+    base: dict[str, Any] = (
+        dict(state)
+        if state is not None
+        else {
+            "shop_id": event.shop_id,
+            "invoice_id": event.invoice.invoice_id if isinstance(event, InvoicePaid) else event.invoice_id,
+            "partition": partition,
+            "customer": event.customer.model_dump(mode="json"),
+            "status": "unsent",
+            "fired": {},
+            "skipped": {},
+        }
+    )
+    if isinstance(event, InvoicePaid | InvoiceVoided):
+        return {**base, "status": "paid" if isinstance(event, InvoicePaid) else "voided"}
+    where = "due_date_override" if base["status"] == "unsent" else "due_date"
+    return {**base, where: event.due_date.isoformat()}
+
+
+def _sent(state: Mapping[str, Any] | None, event: InvoiceSent, partition: int, zone: ZoneInfo) -> dict[str, Any]:
+    invoice = event.invoice
+    due = invoice.due_date or event.occurred_at.astimezone(zone).date()  # due upon receipt
+    known = dict(state or {})
+    details = {
+        "shop_id": event.shop_id,
+        "invoice_id": invoice.invoice_id,
+        "partition": partition,
+        "customer": event.customer.model_dump(mode="json"),
+        "invoice_number": invoice.invoice_number,
+        "invoice_url": invoice.invoice_url,
+        "total_due_cents": invoice.total_due_cents,
+        "currency": invoice.currency,
+        "due_date": known.get("due_date_override") or known.get("due_date") or due.isoformat(),
+        "status": "open",
+    }
+    return {"fired": {}, "skipped": {}, **known, **details}

@@ -12,7 +12,16 @@ from streamapp.factory import create_app
 from streamapp.metrics import Metrics
 from streamapp.settings import Settings
 from streamapp.shop_config import ConfigFollower
-from streamapp.topics import ACTIONS, DEAD_LETTERS, JOB_STATUS, ORDERS, PAYMENTS, PAYMENTS_BY_CUSTOMER, topic_name
+from streamapp.topics import (
+    ACTIONS,
+    DEAD_LETTERS,
+    INVOICES,
+    JOB_STATUS,
+    ORDERS,
+    PAYMENTS,
+    PAYMENTS_BY_CUSTOMER,
+    topic_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +53,10 @@ class PipelineTopics:
         #: Events re-keyed by customer: correctness never depends on how producers partitioned.
         self.payments_by_customer = _raw_topic(
             app, topic_name(settings, PAYMENTS_BY_CUSTOMER), internal=True, partitions=settings.topic_partitions
+        )
+        #: Invoice events re-keyed by invoice, and the clock's ticks (one per partition).
+        self.invoices = _raw_topic(
+            app, topic_name(settings, INVOICES), internal=True, partitions=settings.topic_partitions
         )
 
 

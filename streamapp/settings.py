@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     stripe_api_url: str | None = Field(
         None, description="Base URL of Stripe's API; unset means https://api.stripe.com (tests use stripe-mock)."
     )
+    clock: Literal["wall", "external"] = Field(
+        "wall",
+        description="wall: the worker ticks the invoice schedule with the wall clock; "
+        "external: something else sends the ticks (tests drive a controlled clock).",
+    )
+    tick_seconds: float = Field(60.0, gt=0, le=3600, description="How often the wall clock ticks.")
     toast_ttl_seconds: int = Field(600, ge=1, le=86400, description="How long a toast shows after its event.")
 
     @field_validator("twilio_api_url", "stripe_api_url")

@@ -41,11 +41,15 @@ PAYMENTS_BY_CUSTOMER = TopicSpec("payments-by-customer", "Payments re-keyed by c
 ORDER_COUNTS_CHANGELOG = TopicSpec(
     "order-counts-changelog", "Changelog of the order-counts table (internal).", compacted=True, internal=True
 )
+INVOICES = TopicSpec("invoices", "Invoice events re-keyed by invoice, and clock ticks (internal).", internal=True)
+INVOICES_CHANGELOG = TopicSpec(
+    "invoices-changelog", "Changelog of the invoices table (internal).", compacted=True, internal=True
+)
 #: Topics the worker would otherwise create itself at start-up. Created beforehand, because a
 #: topic created by the worker a moment before it joins its consumer group can be missing from
 #: the broker's metadata at the join: the assignor then skips it, and nothing consumes it until
 #: a metadata refresh (minutes) triggers another rebalance.
-INTERNAL_TOPICS: tuple[TopicSpec, ...] = (PAYMENTS_BY_CUSTOMER, ORDER_COUNTS_CHANGELOG)
+INTERNAL_TOPICS: tuple[TopicSpec, ...] = (PAYMENTS_BY_CUSTOMER, ORDER_COUNTS_CHANGELOG, INVOICES, INVOICES_CHANGELOG)
 
 
 def topic_name(settings: Settings, spec: TopicSpec) -> str:

@@ -98,6 +98,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "STREAMAPP_SESSION_TIMEOUT_SECONDS": str(settings.session_timeout_seconds),
         "STREAMAPP_SMTP_HOST": settings.smtp_host,
         "STREAMAPP_SMTP_PORT": str(settings.smtp_port),
+        "STREAMAPP_CLOCK": settings.clock,
+        "STREAMAPP_TICK_SECONDS": str(settings.tick_seconds),
     }
     if settings.database_url is not None:
         env["DATABASE_URL"] = settings.database_url.get_secret_value()

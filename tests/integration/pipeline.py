@@ -10,15 +10,27 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
 from schemas.actions import Action
 from schemas.config import EmailTemplate, OrderCountRule, Record
 from schemas.deadletter import DeadLetter
+from schemas.internal import Tick
 from streamapp import shop_config
 from streamapp.db import upgrade
 from streamapp.settings import Settings
-from streamapp.topics import ACTIONS, DEAD_LETTERS, JOB_STATUS, ORDERS, PAYMENTS, ensure_topics, topic_name
+from streamapp.topics import (
+    ACTIONS,
+    DEAD_LETTERS,
+    INVOICES,
+    JOB_STATUS,
+    ORDERS,
+    PAYMENTS,
+    PAYMENTS_BY_CUSTOMER,
+    ensure_topics,
+    topic_name,
+)
 from tests.harness.services import Worker, new_database, wait_for
 from tests.harness.smtp import Recorder
 from tests.integration.kafka_helpers import group_lag, produce, read_all
@@ -61,7 +73,8 @@ class Pipeline:
         self.payments = topic_name(settings, PAYMENTS)
         self.orders = topic_name(settings, ORDERS)
         self.job_status = topic_name(settings, JOB_STATUS)
-        self.internal = f"{settings.app_id}-payments-by-customer"
+        self.internal = topic_name(settings, PAYMENTS_BY_CUSTOMER)
+        self.invoices = topic_name(settings, INVOICES)
         self.workers: list[Worker] = []
 
     # -- shop configuration ---------------------------------------------------------------
@@ -131,6 +144,23 @@ class Pipeline:
         who = event["customer"]["customer_id"] if "customer" in event else event["lead"]["lead_id"]
         self.send_raw(f"{event['shop_id']}:{who}".encode(), json.dumps(event).encode(), topic)
 
+    def tick(self, now: datetime, tick_id: str | None = None) -> str:
+        """The controlled clock: tell every partition of the invoices topic that it is ``now``."""
+        tick = Tick(tick_id=tick_id or uuid.uuid4().hex, now=now)
+        value = tick.model_dump_json().encode()
+
+        async def send() -> None:
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            await producer.start()
+            try:
+                for partition in range(self.settings.topic_partitions):
+                    await producer.send_and_wait(self.invoices, value=value, partition=partition)
+            finally:
+                await producer.stop()
+
+        asyncio.run(send())
+        return tick.tick_id
+
     def drain(self, timeout: float = 60.0) -> None:
         """Wait until the worker has committed every input event, then every re-keyed payment.
 
@@ -138,7 +168,7 @@ class Pipeline:
         every action those events produce is on the actions topic.
         """
         group = self.settings.app_id
-        for topic in (self.orders, self.job_status, self.payments, self.internal):
+        for topic in (self.orders, self.job_status, self.payments, self.internal, self.invoices):
             lags: dict[Any, int] = {}
 
             def committed_all(t: str = topic, lags: dict[Any, int] = lags) -> bool:
