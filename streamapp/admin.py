@@ -326,10 +326,16 @@ def shops() -> None:
 @shop_option
 @click.option("--name", default=None, help="Display name, shown to customers as shop_name.")
 @click.option("--time-zone", default=None, metavar="ZONE", help="IANA time zone of dates in messages (default UTC).")
-def shops_set(shop: str, name: str | None, time_zone: str | None) -> None:
-    """Set the shop's display name and time zone (what is not given stays as it is)."""
-    if name is None and time_zone is None:
-        raise ConfigurationError("give --name, --time-zone or both")
+@click.option(
+    "--due-soon-days",
+    type=click.IntRange(1, 60),
+    default=None,
+    help="Days before an invoice's due date of the due-soon reminder (default 3).",
+)
+def shops_set(shop: str, name: str | None, time_zone: str | None, due_soon_days: int | None) -> None:
+    """Set the shop's display name, time zone and due-soon days (what is not given stays as it is)."""
+    if name is None and time_zone is None and due_soon_days is None:
+        raise ConfigurationError("give --name, --time-zone or --due-soon-days")
     settings = _settings(kafka=True)
     current = _run(shop_config.load(settings)).profile(shop)
     record = _build(
@@ -337,6 +343,7 @@ def shops_set(shop: str, name: str | None, time_zone: str | None) -> None:
         shop_id=shop,
         name=name if name is not None else current.name if current else shop,
         time_zone=time_zone if time_zone is not None else current.time_zone if current else "UTC",
+        due_soon_days=due_soon_days if due_soon_days is not None else current.due_soon_days if current else 3,
         updated_at=_now(),
     )
     _run(shop_config.publish(settings, record))
