@@ -25,7 +25,7 @@ import click
 import faust
 from pydantic import SecretStr, ValidationError
 
-from streamapp import catalog_cli, crypto, demo, notifications, twilio_cli
+from streamapp import catalog_cli, crypto, demo, invoices_cli, notifications, twilio_cli
 from streamapp.admin import register
 from streamapp.db import upgrade
 from streamapp.embedded.mailbox import EmbeddedMailbox
@@ -101,6 +101,7 @@ register(cli)
 catalog_cli.register(cli)
 twilio_cli.register(cli)
 notifications.register(cli)
+invoices_cli.register(cli)
 
 
 @cli.command()

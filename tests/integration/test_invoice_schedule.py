@@ -7,6 +7,7 @@ the test says what time it is by sending ticks. Each test has its own shop.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import pytest
 from schemas.config import CatalogToggle, ShopAdmin, ShopProfile
 from streamapp import automation
 from tests.conftest import settings_env
+from tests.harness.cli import Cli
 from tests.harness.services import Worker, wait_for
 from tests.harness.smtp import Recorder, smtp_server
 from tests.integration.pipeline import Pipeline, now, pipeline_settings
@@ -191,3 +193,20 @@ def test_a_worker_restart_mid_schedule_fires_each_step_exactly_once(line: Pipeli
     sent = Counter(str(m["X-Streamapp-Action-Id"]) for m in mail_to(line, shop))
     assert all(n == 1 for n in sent.values()), sent
     assert len(sent) == 3  # invoice sent, overdue, 30 days
+
+
+def test_the_forecast_lists_what_will_fire(line: Pipeline, tmp_path: Path) -> None:
+    shop = new_shop(line, switch_on=("payment_due_soon_email",))
+    line.send_event(invoice_event("invoice.sent", shop, "inv-6"))
+    line.send_event(invoice_event("invoice.sent", shop, "inv-7"))
+    line.send_event(invoice_event("invoice.voided", shop, "inv-7"))
+    line.drain()
+    cli = Cli({**os.environ, **settings_env(line.settings)}, tmp_path)
+    horizon = (DUE - date.today()).days + 20  # up to 20 days after the due date: not the 90-day step
+    rows = [r.split() for r in cli.ok("invoices", "upcoming", "--shop", shop, "--days", str(horizon)).splitlines()]
+    assert rows[0] == ["WHEN", "RULE", "CHANNEL", "INVOICE", "CUSTOMER", "DUE", "DATE"]
+    assert [(r[0], r[3], r[5], r[6]) for r in rows[1:]] == [
+        ("2027-06-12", "payment_due_soon_email", "INV-2031", "Ann"),
+        ("2027-06-16", "invoice_overdue_email", "INV-2031", "Ann"),
+    ]
+    assert cli.ok("invoices", "upcoming", "--shop", shop) == f"shop {shop} has no reminders due in the next 7 days\n"
