@@ -28,6 +28,7 @@ from pydantic import SecretStr, ValidationError
 from streamapp import catalog_cli, crypto, demo, invoices_cli, notifications, twilio_cli
 from streamapp.admin import register
 from streamapp.db import upgrade
+from streamapp.demo import TICK_SECONDS as DEMO_TICK_SECONDS
 from streamapp.embedded.mailbox import EmbeddedMailbox
 from streamapp.embedded.process import ChildProcess, free_port
 from streamapp.embedded.stack import EmbeddedStack, service_env
@@ -135,6 +136,8 @@ def run(web_port: int | None, demo: bool) -> None:
                 mailbox = extra.enter_context(EmbeddedMailbox(settings.data_dir.resolve() / "mail"))
                 settings = settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": mailbox.port})
             settings = _with_secret_key(settings)
+            if demo and "tick_seconds" not in base.model_fields_set:
+                settings = settings.model_copy(update={"tick_seconds": DEMO_TICK_SECONDS})
             if demo and base.twilio_api_url is None:
                 twilio = extra.enter_context(EmbeddedTwilio(ensure_prism(settings.cache_dir)))
                 settings = settings.model_copy(update={"twilio_api_url": twilio.url})
@@ -177,7 +180,8 @@ def _play_demo(settings: Settings, mailbox: EmbeddedMailbox | None) -> None:
     click.echo(f"demo        shop {shop}: a print shop's day")
     click.echo(
         f"  events    {events} on orders and job-status, {sent.get('payments', 0)} on payments (order, lead, art"
-        " approval declined and re-sent, production, completion, tracking, invoice sent and paid, reorder,"
+        " approval declined and re-sent, production, completion, tracking, invoice sent and paid, an overdue"
+        " invoice, reorder,"
         " payments: one redelivered, one malformed)"
     )
     click.echo(f"  emails    {seen['emails']} sent, {where}")
@@ -188,6 +192,10 @@ def _play_demo(settings: Settings, mailbox: EmbeddedMailbox | None) -> None:
     click.echo(
         f"  admins    {seen['notifications']} notifications ({per_admin} each for {', '.join(demo.ADMINS)}), "
         f"{seen['toasts']} toasts -> streamapp notifications list --shop {shop} --admin maria"
+    )
+    click.echo(
+        f"  invoices  INV-1990, 10 days overdue: its reminder went out at the first tick of the clock "
+        f"-> streamapp invoices upcoming --shop {shop} --days 90"
     )
     click.echo(f"  credits   {credits}   -> streamapp ledger balance --shop {shop} --customer ann")
     click.echo(f"  alerts    {seen['alerts']}   -> streamapp alerts list --shop {shop}")
@@ -308,6 +316,7 @@ def _spawn_worker(settings: Settings) -> ChildProcess:
         "STREAMAPP_WEB_PORT": str(settings.web_port),
         "STREAMAPP_SMTP_HOST": settings.smtp_host,
         "STREAMAPP_SMTP_PORT": str(settings.smtp_port),
+        "STREAMAPP_TICK_SECONDS": str(settings.tick_seconds),
     }
     return ChildProcess(
         "worker",

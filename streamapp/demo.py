@@ -34,7 +34,11 @@ SHOP = "demo-print-shop"
 CUSTOMERS = {"ann": 7, "ben": 5, "cat": 3, "dan": 1}
 #: What the demo makes: Order Count Events of CUSTOMERS (2 credits, 1 alert, 5 emails), and the
 #: print-shop day's catalog rules (8 emails, 2 SMS, 3 notifications for each of 2 admins, 3 toasts).
-EXPECTED = {"credits": 2, "alerts": 1, "emails": 13, "sms": 2, "notifications": 6, "toasts": 3}
+#: And an invoice sent 40 days ago, due 10 days ago: its "invoice sent" email, then, at the
+#: first tick of the clock, its overdue reminder (2 more emails).
+EXPECTED = {"credits": 2, "alerts": 1, "emails": 15, "sms": 2, "notifications": 6, "toasts": 3}
+#: How often the demo worker's clock ticks (seconds): the overdue reminder comes at the first tick.
+TICK_SECONDS = 5.0
 ADMINS = {"maria": "Maria Lopez", "sam": "Sam Okafor"}
 SMS_RULES = ("job_complete_sms", "tracking_shipped_sms")
 #: The demo shop's Twilio account: test values, only ever sent to the local Twilio API contract.
@@ -140,6 +144,13 @@ def print_shop_day(run: str) -> list[tuple[TopicSpec, dict[str, Any]]]:
         "due_date": (datetime.now(UTC).date() + timedelta(days=30)).isoformat(),
     }
     art = "https://demo-print.example/art/J-1042"
+    overdue = {
+        "invoice_id": "inv-1990",
+        "invoice_number": "INV-1990",
+        "invoice_url": "https://demo-print.example/invoices/INV-1990",
+        "total_due_cents": 18500,
+        "due_date": (datetime.now(UTC).date() - timedelta(days=10)).isoformat(),
+    }
     on_job = {"customer": ann, "job": job}
     day: list[tuple[TopicSpec, dict[str, Any]]] = [
         (ORDERS, {"type": "order.submitted", "customer": ann, "order_id": "o-5531", "order_number": "O-5531",
@@ -160,6 +171,7 @@ def print_shop_day(run: str) -> list[tuple[TopicSpec, dict[str, Any]]]:
                       "tracking_numbers": ["1Z999AA10123456784"], "portal_url": portal}),
         (PAYMENTS, {"type": "invoice.sent", "customer": ann, "invoice": invoice}),
         (PAYMENTS, {"type": "invoice.paid", "customer": ann, "invoice": invoice, "amount_paid_cents": 42000}),
+        (PAYMENTS, {"type": "invoice.sent", "customer": _customer("ben"), "invoice": overdue}),
         (ORDERS, {"type": "reorder.requested", "customer": _customer("ben"), "job": job,
                   "notes": "Same as last time, 1000 this time"}),
     ]  # fmt: skip

@@ -135,13 +135,14 @@ def test_run_command_plays_the_demo_serves_health_and_stops_everything_on_ctrl_c
         assert run.poll() is None, out.read_text()
         printed = out.read_text()
         assert "credits   ann $20.00, ben $20.00" in printed, printed
-        assert "emails    13 sent" in printed and "alerts    1 " in printed, printed
+        assert "emails    15 sent" in printed and "alerts    1 " in printed, printed
         assert "sms       2 sent to +15551234567 through Twilio" in printed, printed
         assert "admins    6 notifications (3 each for maria, sam), 3 toasts" in printed, printed
         mail = list((tmp_path / "state" / "mail").glob("*.eml"))
-        assert len(mail) == 13
+        assert len(mail) == 15
         subjects = {line for path in mail for line in path.read_text().splitlines() if line.startswith("Subject: ")}
         assert "Subject: Your order 500 business cards (J-1042) is in production" in subjects, subjects
+        assert "Subject: Reminder: invoice INV-1990 is past due" in subjects, subjects
         assert http_get(f"http://127.0.0.1:{port}/healthz") == (200, {"status": "ok"})
         status, body = http_get(f"http://127.0.0.1:{port}/readyz") or (None, None)
         assert status == 200 and body["ready"] is True
