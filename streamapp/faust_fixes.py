@@ -1,7 +1,7 @@
 """Workarounds for faust-streaming bugs that lose messages; applied once by the app factory.
 
-Both concern how a worker (re)starts consuming its stream partitions after a
-rebalance, and both were found by ``tests/integration/test_worker_crash.py``: a
+All three concern how a worker (re)starts consuming its stream partitions after a
+rebalance, and all were found by ``tests/integration/test_worker_crash.py``: a
 worker replacing a SIGKILLed one skipped a dozen actions per partition. Faust's
 consumer advances its ``_read_offset`` for a message even when it did not deliver
 it (flow suspended), and then drops any re-fetched message below that offset
@@ -30,6 +30,29 @@ stream partitions, *then* seek them to their committed offsets, *then* resume th
 flow. What is fetched in between meets a suspended flow: not delivered, yet counted
 as read. The fix: those two methods run as they are, except that resuming stream
 partitions is held back until they return, after the seek and after the flow is on.
+
+**3. A fetch that drains partitions which are no longer active.**
+Faust hands its *live* set of active partitions to the consumer thread
+(``Consumer._wait_next_records`` -> ``ThreadDelegateConsumer._getmany`` ->
+``AIOKafkaConsumerThread._fetch_records``, queued to another thread and event loop),
+and aiokafka's ``Fetcher.fetched_records`` waits up to a second for data, then drains
+``if partitions and tp not in partitions``: an *empty* set means every partition.
+When table recovery ends it pauses the changelogs while a fetch issued for them is
+still waiting; the set is then empty (stream partitions stay paused until the seek
+to committed offsets is done, see 1 and 2), and the next data to arrive drains every
+prefetched stream partition: aiokafka's position moves past all of it. Back in
+``Consumer.getmany`` those records belong to no active partition and are skipped
+without a trace. The seek that follows repairs only partitions that have a committed
+offset and were not drained mid-seek; any other partition resumes at its end of
+log. ``tests/integration/test_worker_crash.py`` showed both: a replacing worker
+that started ``actions`` at the end of every partition (the dead worker had
+committed none there), and one that, drained after the seek, got messages of one
+partition only and then nothing at all.
+
+The fix: the consumer thread gets a snapshot of the active set, taken when the fetch
+is issued, so a fetch drains only partitions that were active then; records of
+partitions paused later stay in aiokafka's buffer, at their position. (The same
+holds for partitions ``on_buffer_full`` takes out of the active set.)
 """
 
 from __future__ import annotations
@@ -40,7 +63,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faust.tables.recovery import Recovery
-from faust.transport.consumer import Consumer
+from faust.transport.consumer import Consumer, ThreadDelegateConsumer
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +113,28 @@ def resume_streams_after_seek_and_flow() -> None:
             setattr(Recovery, name, _hold_stream_resume(original))
 
 
+def fetch_only_partitions_active_when_issued() -> None:
+    """Give the consumer thread a snapshot of the active partitions, not the live set (idempotent)."""
+    original: Callable[..., Awaitable[Any]] = ThreadDelegateConsumer._getmany
+    if getattr(original, _APPLIED, False):
+        return
+
+    @functools.wraps(original)
+    async def _getmany(self: ThreadDelegateConsumer, active_partitions: Any, timeout: float) -> Any:
+        if active_partitions is None:  # a client-only app: every partition, as before
+            return await original(self, None, timeout)
+        snapshot = frozenset(active_partitions)
+        if not snapshot:
+            return {}  # aiokafka would read an empty set as "every partition"
+        return await original(self, snapshot, timeout)
+
+    setattr(_getmany, _APPLIED, True)
+    ThreadDelegateConsumer._getmany = _getmany  # type: ignore[method-assign]
+    logger.debug("faust fix applied: fetches drain only partitions active when issued")
+
+
 def apply() -> None:
     """Apply every workaround in this module (idempotent)."""
     start_assigned_partitions_paused()
     resume_streams_after_seek_and_flow()
+    fetch_only_partitions_active_when_issued()
