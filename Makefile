@@ -5,12 +5,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint install system-deps kafka-jars twilio-mock bench clean
+.PHONY: run test lint install system-deps kafka-jars twilio-mock stripe-mock bench clean
 
-run: install kafka-jars twilio-mock  ## install everything, run the worker and the demo on embedded Kafka, PostgreSQL, SMTP
+run: install kafka-jars twilio-mock stripe-mock  ## install everything, run the worker and the demo on embedded Kafka, PostgreSQL, SMTP
 	$(BIN)/streamapp run --demo
 
-test: install kafka-jars twilio-mock lint  ## install everything, lint, run the whole test suite
+test: install kafka-jars twilio-mock stripe-mock lint  ## install everything, lint, run the whole test suite
 	$(BIN)/python -m pytest
 
 lint: install
@@ -36,6 +36,10 @@ kafka-jars: install  ## resolve Apache Kafka's jars from Maven Central (cached)
 twilio-mock: install  ## install Prism and Twilio's OpenAPI documents with npm ci (cached): the local Twilio API
 	@$(BIN)/python -c "from streamapp.embedded.twilio import ensure_prism; \
 	from streamapp.settings import get_settings; print('twilio mock:', ensure_prism(get_settings().cache_dir))"
+
+stripe-mock: install  ## build Stripe's stripe-mock with go install (cached): the local Stripe API
+	@$(BIN)/python -c "from streamapp.embedded.stripe import ensure_stripe_mock; \
+	from streamapp.settings import get_settings; print('stripe mock:', ensure_stripe_mock(get_settings().cache_dir))"
 
 bench: install kafka-jars  ## measurements, not tests: embedded-service start-up, pipeline vs plain aiokafka
 	$(BIN)/python bench/startup.py 5

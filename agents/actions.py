@@ -1,5 +1,5 @@
 """Consumes ``actions``: one agent performs every effect through the sink of its channel
-(email, SMS, admin notification, toast, ledger credit, dashboard alert).
+(email, SMS, admin notification, toast, Stripe payment link, ledger credit, dashboard alert).
 
 One agent, ``concurrency=1``, and no other stream on this topic: faust-streaming
 #606 commits past a message that is still in flight whenever acks arrive out of
@@ -28,7 +28,16 @@ from schemas.actions import Action
 from streamapp.app import app, runtime
 from streamapp.decode import dead_letter
 from streamapp.errors import ConfigurationError, RetryableError
-from streamapp.sinks import AlertSink, EmailSink, LedgerSink, NotificationSink, Sink, SmsSink, ToastSink
+from streamapp.sinks import (
+    AlertSink,
+    EmailSink,
+    LedgerSink,
+    NotificationSink,
+    PaymentLinkSink,
+    Sink,
+    SmsSink,
+    ToastSink,
+)
 from streamapp.sinks.email import backoff
 
 logger = logging.getLogger(__name__)
@@ -109,6 +118,7 @@ async def _actions(stream: StreamT[bytes], channels: Collection[str]) -> AsyncIt
 async def perform_actions(stream: StreamT[bytes]) -> None:
     pool = await _pool()
     sms = SmsSink(pool, settings)
+    payment_links = PaymentLinkSink(pool, settings)
     try:
         every: tuple[Sink, ...] = (
             LedgerSink(pool),
@@ -117,6 +127,7 @@ async def perform_actions(stream: StreamT[bytes]) -> None:
             sms,
             NotificationSink(pool),
             ToastSink(pool),
+            payment_links,
         )
         sinks = {sink.channel: sink for sink in every}
         async for action, position in _actions(stream, sinks):
@@ -126,4 +137,5 @@ async def perform_actions(stream: StreamT[bytes]) -> None:
             logger.info("%s action_id=%s at %s %s", channel, action.action_id, position, outcome)
     finally:
         await sms.close()
+        await payment_links.close()
         await pool.close()

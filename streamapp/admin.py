@@ -49,7 +49,8 @@ def _quiet_libraries() -> None:
     """Keep stderr for this command's own errors: library chatter shows only with --log-level debug."""
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # asyncio too: it reports a client that a failed start left unclosed, after our one-line error.
-        for name in ("aiokafka", "asyncio", "streamapp.shop_config"):
+        # The provider SDKs log each request at INFO.
+        for name in ("aiokafka", "asyncio", "streamapp.shop_config", "stripe", "twilio"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 

@@ -18,6 +18,7 @@ there: a connected Twilio account and the customer's phone for SMS.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,7 +27,16 @@ from functools import cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from schemas.actions import Action, AlertEffect, EmailEffect, Lineage, NotificationEffect, SmsEffect, ToastEffect
+from schemas.actions import (
+    Action,
+    AlertEffect,
+    EmailEffect,
+    Lineage,
+    NotificationEffect,
+    PaymentLinkEffect,
+    SmsEffect,
+    ToastEffect,
+)
 from schemas.config import CatalogTemplate, CatalogToggle
 from schemas.events import (
     ArtworkDeclined,
@@ -56,7 +66,10 @@ ONE_LINE_PARTS = frozenset({"subject", "title"})
 #: Longest SMS text: Twilio's limit for one message (it is split into segments).
 MAX_SMS_CHARS = 1600
 
-Skip = Literal["off", "not_yet_on", "twilio_not_connected", "no_phone", "needs_stripe"]
+Skip = Literal["off", "not_yet_on", "twilio_not_connected", "no_phone", "stripe_not_connected", "nothing_due"]
+#: Stands for the Stripe Checkout link when a payment-link email is validated before the
+#: session exists (the sink renders the real one).
+LINK_PLACEHOLDER = "https://checkout.stripe.com/c/pay/cs_pending"
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,7 @@ class CatalogShop:
     templates: Mapping[str, CatalogTemplate] = field(default_factory=dict)
     admin_ids: tuple[str, ...] = ()
     sms_connected: bool = False
+    stripe_connected: bool = False
 
 
 def shop_view(store: ConfigStore, shop_id: str) -> CatalogShop:
@@ -83,6 +97,7 @@ def shop_view(store: ConfigStore, shop_id: str) -> CatalogShop:
         templates=store.catalog_templates(shop_id),
         admin_ids=tuple(admin.admin_id for admin in store.admins(shop_id)),
         sms_connected=store.sms_connection(shop_id) is not None,
+        stripe_connected=store.stripe_connection(shop_id) is not None,
     )
 
 
@@ -303,6 +318,16 @@ class Origin:
     lineage: Lineage
 
 
+@dataclass(frozen=True)
+class Payment:
+    """What a payment link asks for: the amount due, its currency, and the invoice."""
+
+    amount_cents: int
+    currency: str
+    description: str
+    invoice_link: str
+
+
 def _effect(
     rule: CatalogRule,
     parts: Mapping[str, str],
@@ -347,12 +372,34 @@ def build_action(
     origin: Origin,
     *,
     toast_ttl: int,
+    payment: Payment | None = None,
 ) -> Action:
     """The action of ``rule`` firing: its wording rendered with ``variables``.
 
+    A payment-link rule (``payment``) is rendered here with a placeholder link, to refuse
+    wording that cannot render, and again by the sink once Stripe has made the link.
     Raises TemplateError if the shop's wording does not render (see :func:`decide`).
     """
-    parts = render_parts(rule, sources(rule, shop.templates.get(rule.key)), variables)
+    templates = sources(rule, shop.templates.get(rule.key))
+    parts = render_parts(rule, templates, {**variables, "payment_link": LINK_PLACEHOLDER} if payment else variables)
+    effect: EmailEffect | SmsEffect | NotificationEffect | ToastEffect | PaymentLinkEffect
+    if payment is not None:
+        if recipient.email is None:
+            raise ValueError(f"{rule.key}: the event has no email address to send to")
+        effect = PaymentLinkEffect(
+            to=recipient.email,
+            to_name=recipient.name,
+            template_key=rule.key,
+            amount_cents=payment.amount_cents,
+            currency=payment.currency,
+            description=payment.description,
+            success_url=payment.invoice_link,
+            cancel_url=payment.invoice_link,
+            templates=templates,
+            variables={name: value for name, value in variables.items() if name != "payment_link"},
+        )
+    else:
+        effect = _effect(rule, parts, shop, recipient, origin, toast_ttl=toast_ttl)
     return Action(
         action_id=action_id(shop.shop_id, rule.key, origin.event_id),
         shop_id=shop.shop_id,
@@ -361,7 +408,7 @@ def build_action(
         rule_name=rule.description,
         trigger=rule.trigger.key,
         occurred_at=origin.occurred_at,
-        effect=_effect(rule, parts, shop, recipient, origin, toast_ttl=toast_ttl),
+        effect=effect,
         lineage=origin.lineage,
     )
 
@@ -381,8 +428,16 @@ def skip_reason(rule: CatalogRule, shop: CatalogShop, event: CatalogEvent) -> Sk
         return "off"
     if state.since is not None and event.occurred_at < state.since:
         return "not_yet_on"
+    return _missing(rule, shop, event)
+
+
+def _missing(rule: CatalogRule, shop: CatalogShop, event: CatalogEvent) -> Skip | None:
+    """What a rule that is on still lacks to fire: its integration, or its recipient or amount."""
     if rule.trigger.needs == "stripe":
-        return "needs_stripe"
+        if not shop.stripe_connected:
+            return "stripe_not_connected"
+        if isinstance(event, InvoiceSent) and event.invoice.total_due_cents == 0:
+            return "nothing_due"
     if rule.channel == "sms":
         if not shop.sms_connected:
             return "twilio_not_connected"
@@ -408,14 +463,24 @@ def decide(event: CatalogEvent, shop: CatalogShop, lineage: Lineage, *, toast_tt
         if reason is not None:
             skipped.append((rule.key, reason))
             continue
-        variables = rule_variables(rule, available)
+        payment = payment_of(event) if rule.trigger.needs == "stripe" else None
+        variables = rule_variables(rule, {**available, "payment_link": LINK_PLACEHOLDER} if payment else available)
+        build = functools.partial(
+            build_action, recipient=recipient, origin=origin, toast_ttl=toast_ttl, payment=payment
+        )
         try:
-            actions.append(build_action(rule, shop, variables, recipient, origin, toast_ttl=toast_ttl))
+            actions.append(build(rule, shop, variables))
         except TemplateError as exc:
-            fallback = replace(shop, templates={})
-            actions.append(build_action(rule, fallback, variables, recipient, origin, toast_ttl=toast_ttl))
+            actions.append(build(rule, replace(shop, templates={}), variables))
             actions.append(_template_alert(rule, shop, recipient, origin, exc))
     return Decision(actions, skipped)
+
+
+def payment_of(event: CatalogEvent) -> Payment | None:
+    if not isinstance(event, InvoiceSent):
+        return None
+    invoice = event.invoice
+    return Payment(invoice.total_due_cents, invoice.currency, f"Invoice {invoice.invoice_number}", invoice.invoice_url)
 
 
 def _template_alert(

@@ -17,15 +17,17 @@ from pathlib import Path
 import click
 from pydantic import TypeAdapter, ValidationError
 
-from schemas.actions import Action, EmailEffect, Lineage, NotificationEffect, SmsEffect, ToastEffect
+from schemas.actions import Action, EmailEffect, Lineage, NotificationEffect, PaymentLinkEffect, SmsEffect, ToastEffect
 from schemas.config import CatalogTemplate, CatalogToggle, ShopAdmin
 from schemas.events import AnyCatalogEvent, CatalogEvent
 from streamapp import automation, catalog_doc, shop_config
 from streamapp.admin import ID, _build, _now, _quiet_libraries, _run, _settings, _table, _when, shop_option
 from streamapp.catalog import BY_KEY, PARTS, CatalogRule, sample_variables
 from streamapp.errors import ConfigurationError
+from streamapp.order_count import format_money
 from streamapp.shop_config import ConfigStore
 from streamapp.sinks.email import build_message
+from streamapp.sinks.payment_link import render_email
 from streamapp.templating import TemplateError
 
 _ANY_EVENT = TypeAdapter[CatalogEvent](AnyCatalogEvent)
@@ -50,8 +52,8 @@ def trigger_label(rule: CatalogRule) -> str:
 def state_label(rule: CatalogRule, state: automation.RuleState, shop: automation.CatalogShop) -> str:
     if not state.enabled:
         return "off"
-    if rule.trigger.needs == "stripe":
-        return "on (needs Stripe)"
+    if rule.trigger.needs == "stripe" and not shop.stripe_connected:
+        return "on (Stripe not connected)"
     if rule.channel == "sms" and not shop.sms_connected:
         return "on (Twilio not connected)"
     return "on"
@@ -99,8 +101,11 @@ def _toggle(shop: str, rule_key: str, enabled: bool) -> None:
             f"{rule.key} sends SMS, and shop {shop} has not connected Twilio: "
             f"run `streamapp twilio connect --shop {shop} ...` first"
         )
-    if enabled and rule.trigger.needs == "stripe":
-        raise ConfigurationError(f"{rule.key} sends Stripe payment links, and Stripe is not connected for shop {shop}")
+    if enabled and rule.trigger.needs == "stripe" and not view.stripe_connected:
+        raise ConfigurationError(
+            f"{rule.key} sends Stripe payment links, and shop {shop} has not connected Stripe: "
+            f"run `streamapp stripe connect --shop {shop}` first"
+        )
     state = "on" if enabled else "off"
     if automation.rule_state(rule, view).enabled == enabled:
         click.echo(f"{rule.key} is already {state} for shop {shop}; nothing changed")
@@ -251,16 +256,28 @@ def preview_action(
     recipient = automation.recipient_of(event)
     if rule.channel == "sms" and recipient.phone is None:
         raise ConfigurationError(f"{rule.key} texts the customer, and the event's customer has no phone")
-    variables = automation.rule_variables(rule, automation.event_variables(event, view))
+    payment = automation.payment_of(event) if rule.trigger.needs == "stripe" else None
+    available = automation.event_variables(event, view)
+    if payment is not None:
+        available["payment_link"] = automation.LINK_PLACEHOLDER
+    variables = automation.rule_variables(rule, available)
     lineage = Lineage(event_id=event.event_id, topic="preview", partition=0, offset=0)
     origin = automation.Origin(event.event_id, event.occurred_at, lineage)
-    action = automation.build_action(rule, view, variables, recipient, origin, toast_ttl=toast_ttl)
+    action = automation.build_action(rule, view, variables, recipient, origin, toast_ttl=toast_ttl, payment=payment)
     return action, automation.skip_reason(rule, view, event)
 
 
 def describe(action: Action, *, sender: str, sms_sender: str | None) -> str:
     """What the sink would send for ``action``, as text for a person."""
     effect = action.effect
+    if isinstance(effect, PaymentLinkEffect):
+        # The sink renders it once Stripe has made the Checkout link; the preview shows where it goes.
+        email = render_email(effect, automation.LINK_PLACEHOLDER)
+        amount = format_money(effect.amount_cents, effect.currency)
+        note = f"Stripe Checkout link for {amount} ({effect.description}), made when the email is sent"
+        return (
+            f"{describe(action.model_copy(update={'effect': email}), sender=sender, sms_sender=sms_sender)}({note})\n"
+        )
     if isinstance(effect, EmailEffect):
         message = build_message(action, effect, sender=sender)
         lines = [f"{name}: {message[name]}" for name in ("From", "To", "Subject", "Message-ID")]
@@ -295,7 +312,8 @@ _WHY = {
     "not_yet_on": "the event occurred before the rule was switched on",
     "twilio_not_connected": "the shop has not connected Twilio",
     "no_phone": "the customer has no phone number",
-    "needs_stripe": "Stripe is not connected",
+    "stripe_not_connected": "the shop has not connected Stripe",
+    "nothing_due": "the invoice has nothing due",
 }
 
 

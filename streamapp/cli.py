@@ -25,7 +25,7 @@ import click
 import faust
 from pydantic import SecretStr, ValidationError
 
-from streamapp import catalog_cli, crypto, demo, invoices_cli, notifications, twilio_cli
+from streamapp import catalog_cli, crypto, demo, invoices_cli, notifications, stripe_cli, twilio_cli
 from streamapp.admin import register
 from streamapp.db import upgrade
 from streamapp.demo import TICK_SECONDS as DEMO_TICK_SECONDS
@@ -103,6 +103,7 @@ catalog_cli.register(cli)
 twilio_cli.register(cli)
 notifications.register(cli)
 invoices_cli.register(cli)
+stripe_cli.register(cli)
 
 
 @cli.command()

@@ -68,7 +68,7 @@ class Metrics:
         self.catalog_skips = Counter(
             "streamapp_catalog_skips",
             "Catalog rules an event matched that did not fire, by rule and reason "
-            "(off, not_yet_on, twilio_not_connected, no_phone, needs_stripe).",
+            "(off, not_yet_on, twilio_not_connected, no_phone, stripe_not_connected, nothing_due).",
             ["rule", "reason"],
             registry=registry,
         )

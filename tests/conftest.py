@@ -20,6 +20,7 @@ from streamapp.embedded.postgres import EmbeddedPostgres
 from streamapp.settings import Settings
 from tests.harness.cli import Cli, create_topics
 from tests.harness.services import Worker, new_database
+from tests.harness.stripe import StripeFaultProxy, stripe_mock_session
 from tests.harness.twilio import TwilioFaultProxy, prism_session
 
 
@@ -56,6 +57,19 @@ def twilio_api(base_settings: Settings) -> Iterator[str]:
 async def twilio(twilio_api: str) -> AsyncIterator[TwilioFaultProxy]:
     """A recording fault proxy in front of the session's Prism, fresh for each test (in its event loop)."""
     async with TwilioFaultProxy(twilio_api) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def stripe_api(base_settings: Settings) -> Iterator[str]:
+    """Base URL of Stripe's API served locally by stripe-mock, once per session."""
+    yield from stripe_mock_session(base_settings)
+
+
+@pytest.fixture
+async def stripe(stripe_api: str) -> AsyncIterator[StripeFaultProxy]:
+    """A recording fault proxy in front of the session's stripe-mock, fresh for each test."""
+    async with StripeFaultProxy(stripe_api) as proxy:
         yield proxy
 
 
@@ -107,6 +121,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         env["STREAMAPP_SECRET_KEY"] = settings.secret_key.get_secret_value()
     if settings.twilio_api_url is not None:
         env["STREAMAPP_TWILIO_API_URL"] = settings.twilio_api_url
+    if settings.stripe_api_url is not None:
+        env["STREAMAPP_STRIPE_API_URL"] = settings.stripe_api_url
     return env
 
 

@@ -7,6 +7,7 @@ from streamapp.sinks.base import Outcome, Sink
 from streamapp.sinks.email import EmailSink
 from streamapp.sinks.ledger import LedgerSink
 from streamapp.sinks.notifications import NotificationSink, ToastSink
+from streamapp.sinks.payment_link import PaymentLinkSink
 from streamapp.sinks.sms import SmsSink
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "LedgerSink",
     "NotificationSink",
     "Outcome",
+    "PaymentLinkSink",
     "Sink",
     "SmsSink",
     "ToastSink",

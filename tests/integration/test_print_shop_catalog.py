@@ -22,8 +22,8 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from schemas.config import CatalogToggle, ShopAdmin, ShopProfile, SmsConnection
-from streamapp import automation, sms
+from schemas.config import CatalogToggle, ShopAdmin, ShopProfile, SmsConnection, StripeConnection
+from streamapp import automation, sms, stripe_account
 from streamapp.crypto import generate_key
 from tests.conftest import settings_env
 from tests.harness.services import Worker, wait_for
@@ -66,7 +66,11 @@ class Line(Pipeline):
 
 @pytest.fixture(scope="module")
 def line(
-    kafka_bootstrap: str, postgres_url: str, twilio_api: str, tmp_path_factory: pytest.TempPathFactory
+    kafka_bootstrap: str,
+    postgres_url: str,
+    twilio_api: str,
+    stripe_api: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Line]:
     tmp = tmp_path_factory.mktemp("catalog")
     recorder = Recorder()
@@ -79,6 +83,7 @@ def line(
             tmp / "state",
             secret_key=SecretStr(generate_key()),
             twilio_api_url=twilio.url,
+            stripe_api_url=stripe_api,
             toast_ttl_seconds=86400,
         )
         worker = Worker("streamapp.app", settings_env(settings), tmp / "worker.log")
@@ -316,3 +321,38 @@ def test_an_opted_out_customer_is_recorded_and_not_texted_again(line: Line) -> N
     assert len(line.twilio.message_creates(phone)) == 1, "tried once; never again after the opt-out"
     [row] = line.sql("SELECT phone, error FROM sms_opt_outs WHERE shop_id = $1", shop)
     assert row["phone"] == phone and "21610" in row["error"]
+
+
+def test_a_shop_with_stripe_emails_a_checkout_link_for_an_invoice(line: Line) -> None:
+    shop = new_shop(line, twilio=False)
+
+    async def connect() -> None:
+        conn = await asyncpg.connect(line.database_url)
+        try:
+            creds = stripe_account.StripeCredentials("sk_test_" + "0123456789abcdef" * 2)
+            await stripe_account.save_credentials(conn, line.settings, shop, creds)
+        finally:
+            await conn.close()
+
+    asyncio.run(connect())
+    line.publish(StripeConnection(shop_id=shop, account_hint="acct_test (test mode)", updated_at=now()))
+    line.publish(CatalogToggle(shop_id=shop, rule="payment_link_email", enabled=True, updated_at=now()))
+    email = f"{shop}@example.com"
+    sent = example("invoice.sent", shop, "+15550004444")
+    sent["customer"]["email"] = email
+    line.send_event(sent)
+    line.send_event(sent)  # redelivered: one session, one email
+    line.drain()
+    links = [a for a in line.actions(shop) if a.rule_id == "payment_link_email"]
+    assert len(links) == 2 and len({a.action_id for a in links}) == 1
+    wait_rows(line, "SELECT count(*) FROM deliveries WHERE shop_id = $1 AND channel = 'payment_link'", shop, 1)
+    done = "SELECT count(*) FROM deliveries WHERE shop_id = $1 AND channel = 'payment_link' AND status <> 'pending'"
+    wait_for(lambda: line.sql(done, shop)[0][0] == 1, timeout=60, what="the payment link email")
+    [row] = line.sql(
+        "SELECT status, provider_ref, provider_url FROM deliveries WHERE shop_id = $1 AND channel = 'payment_link'",
+        shop,
+    )
+    assert row["status"] == "sent" and row["provider_ref"].startswith("cs_"), dict(row)
+    mail = messages_to(line, email)
+    assert set(mail) == {"Invoice INV-2031 from Acme Print Co.", "Pay invoice INV-2031 online"}
+    assert row["provider_url"] in text_of(mail["Pay invoice INV-2031 online"])

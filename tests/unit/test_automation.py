@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from schemas.actions import EmailEffect, Lineage, NotificationEffect, SmsEffect, ToastEffect
+from schemas.actions import EmailEffect, Lineage, NotificationEffect, PaymentLinkEffect, SmsEffect, ToastEffect
 from schemas.config import CatalogTemplate, CatalogToggle
 from schemas.events import AnyCatalogEvent, CatalogEvent, JobStatusEvent
 from streamapp import automation
@@ -123,9 +123,26 @@ def test_sms_rules_never_fire_without_twilio_or_a_phone() -> None:
     assert ("status_update_sms", "no_phone") in decision.skipped
 
 
-def test_payment_links_wait_for_stripe() -> None:
+def test_payment_links_wait_for_stripe_and_carry_the_amount_and_wording() -> None:
     decision = decide(event("invoice.sent"), shop(toggles=on("payment_link_email")), LINEAGE, toast_ttl=600)
-    assert ("payment_link_email", "needs_stripe") in decision.skipped
+    assert ("payment_link_email", "stripe_not_connected") in decision.skipped
+    connected = shop(toggles=on("payment_link_email"), stripe_connected=True)
+    link = next(
+        a
+        for a in decide(event("invoice.sent"), connected, LINEAGE, toast_ttl=600).actions
+        if a.rule_id == "payment_link_email"
+    )
+    assert isinstance(link.effect, PaymentLinkEffect)
+    assert (link.effect.amount_cents, link.effect.currency, link.effect.description) == (
+        42000,
+        "USD",
+        "Invoice INV-2031",
+    )
+    assert link.effect.success_url == "https://acme.example/invoices/INV-2031"
+    assert "payment_link" not in link.effect.variables and link.effect.variables["total_due"] == "$420.00"
+    assert set(link.effect.templates) == {"subject", "body.html", "body.txt"}
+    free = event("invoice.sent", invoice={**example("invoice.sent")["invoice"], "total_due_cents": 0})
+    assert ("payment_link_email", "nothing_due") in decide(free, connected, LINEAGE, toast_ttl=600).skipped
 
 
 # -- what they say -----------------------------------------------------------------------------
