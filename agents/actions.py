@@ -22,9 +22,12 @@ from collections.abc import AsyncIterator, Collection
 
 import asyncpg
 from faust import StreamT
+from faust.types import Message
 from pydantic import ValidationError
 
 from schemas.actions import Action
+from schemas.deadletter import Reason
+from streamapp import queries
 from streamapp.app import app, runtime
 from streamapp.decode import dead_letter
 from streamapp.errors import ConfigurationError, RetryableError
@@ -50,6 +53,10 @@ TRANSIENT = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
 )
+
+#: Channels whose permanent failures also go to the dead-letter topic (an operator must act:
+#: a payment link Stripe refused). An opted-out SMS or a bounced email is an answer, not an error.
+DEAD_LETTER_FAILURES = frozenset({"payment_link"})
 
 settings = runtime.settings
 topics = runtime.topics
@@ -88,7 +95,7 @@ async def perform(sink: Sink, action: Action) -> str:
             await asyncio.sleep(backoff(attempt))
 
 
-async def _actions(stream: StreamT[bytes], channels: Collection[str]) -> AsyncIterator[tuple[Action, str]]:
+async def _actions(stream: StreamT[bytes], channels: Collection[str]) -> AsyncIterator[tuple[Action, Message]]:
     """Each action of the stream with its position; what no sink here can perform is dead-lettered."""
     async for event in stream.events():
         message = event.message
@@ -98,20 +105,24 @@ async def _actions(stream: StreamT[bytes], channels: Collection[str]) -> AsyncIt
             detail = f"not an action: {exc}"
         else:
             if action.effect.channel in channels:
-                yield action, f"{message.partition}@{message.offset}"
+                yield action, message
                 continue
             detail = f"no sink for channel {action.effect.channel!r} in this worker"
-        letter = dead_letter(
-            "invalid_event",
-            detail,
-            key=message.key,
-            value=message.value,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-        )
-        metrics.dead_letters.labels(message.topic, letter.reason).inc()
-        await topics.dead_letters.send(key=message.key, value=letter.model_dump_json().encode())
+        await _dead_letter(message, "invalid_event", detail)
+
+
+async def _dead_letter(message: Message, reason: Reason, detail: str) -> None:
+    letter = dead_letter(
+        reason,
+        detail,
+        key=message.key,
+        value=message.value,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+    )
+    metrics.dead_letters.labels(message.topic, letter.reason).inc()
+    await topics.dead_letters.send(key=message.key, value=letter.model_dump_json().encode())
 
 
 @app.agent(topics.actions, concurrency=1)
@@ -130,11 +141,17 @@ async def perform_actions(stream: StreamT[bytes]) -> None:
             payment_links,
         )
         sinks = {sink.channel: sink for sink in every}
-        async for action, position in _actions(stream, sinks):
+        async for action, message in _actions(stream, sinks):
             channel = action.effect.channel
             outcome = await perform(sinks[channel], action)
             metrics.deliveries.labels(channel, outcome).inc()
-            logger.info("%s action_id=%s at %s %s", channel, action.action_id, position, outcome)
+            logger.info(
+                "%s action_id=%s at %s@%s %s", channel, action.action_id, message.partition, message.offset, outcome
+            )
+            if outcome == "failed" and channel in DEAD_LETTER_FAILURES:
+                delivery = await queries.get_delivery(pool, action.action_id)
+                reason = delivery.last_error if delivery is not None and delivery.last_error else "failed"
+                await _dead_letter(message, "effect_failed", f"{channel} {action.action_id}: {reason}")
     finally:
         await sms.close()
         await payment_links.close()

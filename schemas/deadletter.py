@@ -11,7 +11,9 @@ from pydantic import AwareDatetime, Field
 
 from schemas.common import Outgoing
 
-Reason = Literal["invalid_json", "invalid_event", "unknown_type", "not_an_object", "too_large"]
+#: ``effect_failed``: a valid action whose provider refused it for good (a Stripe payment link);
+#: the reason is also in the action's ``deliveries`` row.
+Reason = Literal["invalid_json", "invalid_event", "unknown_type", "not_an_object", "too_large", "effect_failed"]
 
 
 class DeadLetter(Outgoing):

@@ -323,20 +323,24 @@ def test_an_opted_out_customer_is_recorded_and_not_texted_again(line: Line) -> N
     assert row["phone"] == phone and "21610" in row["error"]
 
 
-def test_a_shop_with_stripe_emails_a_checkout_link_for_an_invoice(line: Line) -> None:
-    shop = new_shop(line, twilio=False)
+def connect_stripe(line: Line, shop: str, key: str) -> None:
+    """Store ``key`` sealed as the shop's Stripe key (no check with Stripe) and switch payment links on."""
 
     async def connect() -> None:
         conn = await asyncpg.connect(line.database_url)
         try:
-            creds = stripe_account.StripeCredentials("sk_test_" + "0123456789abcdef" * 2)
-            await stripe_account.save_credentials(conn, line.settings, shop, creds)
+            await stripe_account.save_credentials(conn, line.settings, shop, stripe_account.StripeCredentials(key))
         finally:
             await conn.close()
 
     asyncio.run(connect())
     line.publish(StripeConnection(shop_id=shop, account_hint="acct_test (test mode)", updated_at=now()))
     line.publish(CatalogToggle(shop_id=shop, rule="payment_link_email", enabled=True, updated_at=now()))
+
+
+def test_a_shop_with_stripe_emails_a_checkout_link_for_an_invoice(line: Line) -> None:
+    shop = new_shop(line, twilio=False)
+    connect_stripe(line, shop, "sk_test_" + "0123456789abcdef" * 2)
     email = f"{shop}@example.com"
     sent = example("invoice.sent", shop, "+15550004444")
     sent["customer"]["email"] = email
@@ -356,3 +360,22 @@ def test_a_shop_with_stripe_emails_a_checkout_link_for_an_invoice(line: Line) ->
     mail = messages_to(line, email)
     assert set(mail) == {"Invoice INV-2031 from Acme Print Co.", "Pay invoice INV-2031 online"}
     assert row["provider_url"] in text_of(mail["Pay invoice INV-2031 online"])
+
+
+def test_a_payment_link_stripe_refuses_is_dead_lettered_with_the_reason(line: Line) -> None:
+    shop = new_shop(line, twilio=False)
+    connect_stripe(line, shop, "sk_live_" + "0123456789abcdef" * 2)  # stripe-mock takes test keys only: 401
+    line.send_event(example("invoice.sent", shop, "+15550005555"))
+    line.drain()
+    [link] = [a for a in line.actions(shop) if a.rule_id == "payment_link_email"]
+
+    def letters() -> list[Any]:
+        return [d for d in line.dead_letters() if d.reason == "effect_failed" and link.action_id in d.detail]
+
+    wait_for(lambda: len(letters()) == 1, timeout=60, what="the dead letter of the refused payment link")
+    [letter] = letters()
+    assert "HTTP 401" in letter.detail and "stripe" in letter.detail
+    assert "0123456789abcdef" not in letter.detail  # the key is masked
+    assert letter.topic.endswith(".actions") and letter.value_b64 is not None
+    [row] = line.sql("SELECT status, last_error FROM deliveries WHERE action_id = $1", link.action_id)
+    assert row["status"] == "failed" and row["last_error"] in letter.detail
