@@ -80,7 +80,7 @@ def backoff(attempt: int) -> float:
     return min(FIRST_DELAY * 2.0 ** (attempt - 1), MAX_DELAY)
 
 
-def _describe(exc: Exception) -> str:
+def describe_smtp_error(exc: Exception) -> str:
     """The SMTP code and message of a failure, for ``last_error`` (never a credential)."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         return "; ".join(f"{refused.code} {refused.message}" for refused in exc.recipients)
@@ -89,7 +89,7 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _is_permanent(exc: Exception) -> bool:
+def is_permanent_smtp_error(exc: Exception) -> bool:
     """Whether retrying cannot help this message.
 
     Only a 5xx refusal of this message's recipient or content is permanent. A refused
@@ -149,8 +149,8 @@ class EmailSink(Sink):
                 try:
                     reply = await self._send(message, effect.to)
                 except (aiosmtplib.SMTPException, OSError) as exc:
-                    error = _describe(exc)
-                    if _is_permanent(exc):
+                    error = describe_smtp_error(exc)
+                    if is_permanent_smtp_error(exc):
                         await conn.execute(_ERROR, action.action_id, "failed", 1, error)
                         logger.warning("email %s failed permanently: %s", action.action_id, error)
                         return "failed"
@@ -171,21 +171,25 @@ class EmailSink(Sink):
         return build_message(action, effect, sender=self._settings.smtp_from)
 
     async def _send(self, message: EmailMessage, recipient: str) -> str:
-        """Send ``message`` to its one recipient; the server's reply to DATA (it often names its queue id)."""
-        settings = self._settings
-        password = settings.smtp_password.get_secret_value() if settings.smtp_password is not None else None
-        # One recipient: a refusal raises SMTPRecipientsRefused, so there are no partial refusals.
-        _refusals, reply = await aiosmtplib.send(
-            message,
-            sender=settings.smtp_from,
-            recipients=[recipient],
-            hostname=settings.smtp_host,
-            port=settings.smtp_port,
-            username=settings.smtp_username,
-            password=password,
-            timeout=self._timeout,
-        )
-        return reply
+        return await send_message(self._settings, message, recipient, timeout=self._timeout)
+
+
+async def send_message(settings: Settings, message: EmailMessage, recipient: str, *, timeout: float) -> str:
+    """Send ``message`` to its one recipient through the configured SMTP server; the server's reply
+    to DATA (it often names its queue id). Raises what aiosmtplib raises (see :func:`describe_smtp_error`)."""
+    password = settings.smtp_password.get_secret_value() if settings.smtp_password is not None else None
+    # One recipient: a refusal raises SMTPRecipientsRefused, so there are no partial refusals.
+    _refusals, reply = await aiosmtplib.send(
+        message,
+        sender=settings.smtp_from,
+        recipients=[recipient],
+        hostname=settings.smtp_host,
+        port=settings.smtp_port,
+        username=settings.smtp_username,
+        password=password,
+        timeout=timeout,
+    )
+    return reply
 
 
 def build_message(action: Action, effect: EmailEffect, *, sender: str) -> EmailMessage:

@@ -63,9 +63,15 @@ from streamapp.automation import render_parts
 from streamapp.catalog import BY_KEY, PARTS
 from streamapp.errors import ConfigurationError, RetryableError
 from streamapp.settings import Settings
-from streamapp.sinks import email as email_sink
 from streamapp.sinks.base import Outcome, Sink, effect_of
-from streamapp.sinks.email import EmailSink, Sleep, backoff, build_message
+from streamapp.sinks.email import (
+    Sleep,
+    backoff,
+    build_message,
+    describe_smtp_error,
+    is_permanent_smtp_error,
+    send_message,
+)
 from streamapp.stripe_account import (
     StripeCredentials,
     describe_error,
@@ -184,8 +190,6 @@ class PaymentLinkSink(Sink):
         self._sleep = sleep
         self._max_attempts = max_attempts
         self._timeout = timeout
-        # The email sink's SMTP send, reused as is (see the module docstring).
-        self._smtp = EmailSink(pool, settings, sleep=sleep, max_attempts=max_attempts, timeout=timeout)
         self._http: stripe.AIOHTTPClient | None = None  # opened on first use: it needs a running loop
 
     async def close(self) -> None:
@@ -285,10 +289,10 @@ class PaymentLinkSink(Sink):
         """Send through SMTP with the email sink's send and its judgement of errors."""
         for attempt in range(1, self._max_attempts + 1):
             try:
-                reply = await self._smtp._send(message, to)
+                reply = await send_message(self._settings, message, to, timeout=self._timeout)
             except (aiosmtplib.SMTPException, OSError) as exc:
-                error = f"smtp: {email_sink._describe(exc)}"
-                if email_sink._is_permanent(exc):
+                error = f"smtp: {describe_smtp_error(exc)}"
+                if is_permanent_smtp_error(exc):
                     return await self._fail(conn, action_id, 1, error)
             else:
                 await conn.execute(_SENT, action_id, reply)
