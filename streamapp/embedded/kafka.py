@@ -19,11 +19,10 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from types import TracebackType
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streamapp.embedded.process import ChildProcess, free_port, port_open
+from streamapp.embedded.process import ChildProcess, EmbeddedService, free_port, port_open
 from streamapp.errors import ConfigurationError, ServiceStartError
 
 logger = logging.getLogger(__name__)
@@ -157,12 +156,15 @@ async def _metadata_round_trip(bootstrap: str) -> int:
         await admin.close()
 
 
-class EmbeddedKafka:
+class EmbeddedKafka(EmbeddedService):
     """One Kafka broker on 127.0.0.1, in a temporary folder removed on stop.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`. The JVM is
     SIGKILLed by the kernel if the starting process dies first.
     """
+
+    stop_signal = signal.SIGTERM
+    stop_timeout = 15.0
 
     def __init__(self, libs: Path, *, heap: str = "512m", keep_dir: bool = False) -> None:
         self.libs = libs
@@ -229,24 +231,3 @@ class EmbeddedKafka:
             f"Kafka did not answer a metadata request within {timeout:.0f}s ({last_error!r}):\n"
             f"{self._proc.log_tail() if self._proc else ''}"
         )
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def stop(self) -> None:
-        """Stop the broker (SIGTERM, SIGKILL after 15 s) and remove its folder."""
-        if self._proc is not None:
-            self._proc.stop(signal.SIGTERM, timeout=15.0)
-            self._proc = None
-        if not self.keep_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> EmbeddedKafka:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

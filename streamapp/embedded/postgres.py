@@ -17,11 +17,10 @@ import signal
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 import asyncpg
 
-from streamapp.embedded.process import ChildProcess, free_port, port_open, run_once, unprivileged_user
+from streamapp.embedded.process import ChildProcess, EmbeddedService, free_port, port_open, run_once, unprivileged_user
 from streamapp.errors import ConfigurationError, ServiceStartError
 
 logger = logging.getLogger(__name__)
@@ -54,12 +53,15 @@ def _major(path: Path) -> int:
         return 0
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(EmbeddedService):
     """One PostgreSQL server on 127.0.0.1 with a database ``streamapp``.
 
     ``durable=False`` (the default) turns fsync off: fast, and fine for data
     that is deleted on stop anyway.
     """
+
+    stop_signal = signal.SIGINT
+    stop_timeout = 15.0
 
     user_name = "streamapp"
     database = "streamapp"
@@ -164,23 +166,3 @@ class EmbeddedPostgres:
             raise ConfigurationError(f"invalid database name {name!r}: use lower-case letters, digits and _")
         asyncio.run(self._create_database(name))
         return self.url(name)
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def stop(self) -> None:
-        """Fast shutdown (SIGINT; SIGKILL after 15 s), then delete the cluster."""
-        if self._proc is not None:
-            self._proc.stop(signal.SIGINT, timeout=15.0)
-            self._proc = None
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> EmbeddedPostgres:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import abc
 import ctypes
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import ClassVar, Self
 
 _PR_SET_PDEATHSIG = 1
 _UNPRIVILEGED_USER = "nobody"
@@ -128,3 +132,42 @@ def run_once(
         timeout=timeout,
         preexec_fn=_child_setup(signal.SIGKILL, user, os.getpid()),
     )
+
+
+class EmbeddedService(abc.ABC):
+    """A service run as one child process in a throwaway folder: ``start`` it, ``stop`` it (its
+    signal, then SIGKILL after ``stop_timeout`` seconds; the folder is removed unless
+    ``keep_dir``), or use it as a context manager."""
+
+    #: How the service is asked to stop, and how long it gets before SIGKILL.
+    stop_signal: ClassVar[int] = signal.SIGTERM
+    stop_timeout: ClassVar[float] = 10.0
+    #: Keep the folder after stopping (to read its logs).
+    keep_dir: bool = False
+    workdir: Path
+    _proc: ChildProcess | None
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Start the service and wait until it answers; ServiceStartError if it does not."""
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def stop(self) -> None:
+        """Stop the process (see the class docstring) and remove its folder."""
+        if self._proc is not None:
+            self._proc.stop(self.stop_signal, timeout=self.stop_timeout)
+            self._proc = None
+        if not self.keep_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -35,9 +35,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
-from streamapp.embedded.process import ChildProcess, free_port
+from streamapp.embedded.process import ChildProcess, EmbeddedService, free_port
 from streamapp.errors import ConfigurationError, ServiceStartError
 
 logger = logging.getLogger(__name__)
@@ -149,7 +148,7 @@ def _probe(url: str) -> int | None:
         return None
 
 
-class EmbeddedStripe:
+class EmbeddedStripe(EmbeddedService):
     """stripe-mock serving Stripe's API on 127.0.0.1 over HTTP, validating every request.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`. The process is
@@ -161,6 +160,9 @@ class EmbeddedStripe:
     interface): so HTTPS goes to a unix socket in this instance's own folder, which keeps
     it off the network and lets several instances run side by side.
     """
+
+    stop_signal = signal.SIGTERM
+    stop_timeout = 10.0
 
     def __init__(self, binary: Path, *, keep_dir: bool = False) -> None:
         self.binary = binary
@@ -202,24 +204,3 @@ class EmbeddedStripe:
         tail = self._proc.log_tail()
         self.stop()
         raise ServiceStartError(f"stripe-mock did not answer within {timeout:.0f}s:\n{tail}")
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def stop(self) -> None:
-        """Stop stripe-mock (SIGTERM, SIGKILL after 10 s) and remove its folder."""
-        if self._proc is not None:
-            self._proc.stop(signal.SIGTERM, timeout=10.0)
-            self._proc = None
-        if not self.keep_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> EmbeddedStripe:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -31,9 +31,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
-from streamapp.embedded.process import ChildProcess, free_port
+from streamapp.embedded.process import ChildProcess, EmbeddedService, free_port
 from streamapp.errors import ConfigurationError, ServiceStartError
 
 logger = logging.getLogger(__name__)
@@ -121,13 +120,16 @@ def _probe(url: str) -> int | None:
         return None
 
 
-class EmbeddedTwilio:
+class EmbeddedTwilio(EmbeddedService):
     """Prism mocking Twilio's 2010-04-01 API on 127.0.0.1, validating every request.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`. The Node.js process
     is SIGKILLed by the kernel if the starting process dies first. :attr:`start_seconds`
     says how long the last start took (Prism parses a 2 MB document first).
     """
+
+    stop_signal = signal.SIGTERM
+    stop_timeout = 10.0
 
     def __init__(self, root: Path, *, keep_dir: bool = False) -> None:
         self.root = root
@@ -173,24 +175,3 @@ class EmbeddedTwilio:
         tail = self._proc.log_tail()
         self.stop()
         raise ServiceStartError(f"Prism did not answer within {timeout:.0f}s:\n{tail}")
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def stop(self) -> None:
-        """Stop Prism (SIGTERM, SIGKILL after 10 s) and remove its folder."""
-        if self._proc is not None:
-            self._proc.stop(signal.SIGTERM, timeout=10.0)
-            self._proc = None
-        if not self.keep_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> EmbeddedTwilio:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
