@@ -33,7 +33,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from schemas.common import Phone
-from streamapp.crypto import seal, unseal
+from streamapp import sealed
 from streamapp.errors import ConfigurationError, RetryableError
 from streamapp.queries import Queryable
 from streamapp.settings import Settings
@@ -48,8 +48,6 @@ _AUTH_TOKEN = re.compile(r"[0-9a-fA-F]{32}")
 _MESSAGING_SERVICE_SID = re.compile(r"MG[0-9a-fA-F]{32}")
 _PHONE: TypeAdapter[str] = TypeAdapter(Phone)  # the same E.164 rule as an SmsEffect's recipient
 
-#: Version of the sealed payload's layout.
-_PAYLOAD_VERSION = 1
 
 #: What the SDK's ``ClientBase`` reads instead of ``os.environ``: it reads ``environment or
 #: os.environ``, so an empty dict would fall back to the process environment, whose TWILIO_EDGE
@@ -100,53 +98,25 @@ def seal_credentials(settings: Settings, shop_id: str, creds: TwilioCredentials)
 
     Does not validate: :func:`save_credentials` does, before calling this.
     """
-    payload = {
-        "v": _PAYLOAD_VERSION,
-        "shop_id": shop_id,
-        "account_sid": creds.account_sid,
-        "auth_token": creds.auth_token,
-        "sender": creds.sender,
-    }
-    return seal(settings, json.dumps(payload, separators=(",", ":")).encode())
+    fields = {"account_sid": creds.account_sid, "auth_token": creds.auth_token, "sender": creds.sender}
+    return sealed.seal_for_shop(settings, shop_id, fields)
 
 
-def unseal_credentials(settings: Settings, shop_id: str, sealed: bytes) -> TwilioCredentials:
+def unseal_credentials(settings: Settings, shop_id: str, sealed_value: bytes) -> TwilioCredentials:
     """The credentials :func:`seal_credentials` sealed for ``shop_id``.
 
     ConfigurationError if the key does not open them, or if they were sealed for another
     shop or in a layout this version does not know.
     """
-    unreadable = ConfigurationError(f"the sealed Twilio credentials of shop {shop_id} are not readable by this version")
-    try:
-        payload = json.loads(unseal(settings, sealed))
-    except ValueError:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise unreadable from None
-    if not isinstance(payload, dict) or payload.get("v") != _PAYLOAD_VERSION:
-        raise unreadable
-    if payload.get("shop_id") != shop_id:
-        raise ConfigurationError(f"the sealed Twilio credentials stored for shop {shop_id} belong to another shop")
-    try:
-        return TwilioCredentials(
-            account_sid=str(payload["account_sid"]),
-            auth_token=str(payload["auth_token"]),
-            sender=str(payload["sender"]),
-        )
-    except KeyError:
-        raise unreadable from None
+    names = ("account_sid", "auth_token", "sender")
+    fields = sealed.unseal_for_shop(settings, shop_id, sealed_value, names, what="Twilio credentials", plural=True)
+    return TwilioCredentials(**fields)
 
 
 async def save_credentials(conn: Queryable, settings: Settings, shop_id: str, creds: TwilioCredentials) -> None:
     """Validate ``creds`` and store them sealed as ``shop_id``'s connection, replacing any earlier one."""
     validate_credentials(creds)
-    await conn.fetchval(
-        """
-        INSERT INTO sms_credentials (shop_id, sealed) VALUES ($1, $2)
-        ON CONFLICT (shop_id) DO UPDATE SET sealed = EXCLUDED.sealed, updated_at = now()
-        RETURNING shop_id
-        """,
-        shop_id,
-        seal_credentials(settings, shop_id, creds),
-    )
+    await sealed.store(conn, "sms_credentials", shop_id, seal_credentials(settings, shop_id, creds))
     logger.info("twilio connected for shop %s (account %s)", shop_id, creds.account_sid)
 
 
@@ -156,18 +126,16 @@ async def load_credentials(conn: Queryable, settings: Settings, shop_id: str) ->
     The values are not validated again: they were on the way in, the seal proves that this
     application wrote them, and Twilio stays the final judge of what it accepts.
     """
-    sealed = await conn.fetchval("SELECT sealed FROM sms_credentials WHERE shop_id = $1", shop_id)
-    if sealed is None:
-        return None
-    return unseal_credentials(settings, shop_id, bytes(sealed))
+    value = await sealed.fetch(conn, "sms_credentials", shop_id)
+    return None if value is None else unseal_credentials(settings, shop_id, value)
 
 
 async def delete_credentials(conn: Queryable, shop_id: str) -> bool:
     """Forget ``shop_id``'s Twilio connection; whether there was one."""
-    deleted = await conn.fetchval("DELETE FROM sms_credentials WHERE shop_id = $1 RETURNING shop_id", shop_id)
-    if deleted is not None:
+    deleted = await sealed.delete(conn, "sms_credentials", shop_id)
+    if deleted:
         logger.info("twilio disconnected for shop %s", shop_id)
-    return deleted is not None
+    return deleted
 
 
 class ReroutedHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # the SDK ships no type hints

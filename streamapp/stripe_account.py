@@ -21,7 +21,6 @@ The SDK's own retries are off: the sink retries, with its backoff and its record
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import stripe
 
-from streamapp.crypto import seal, unseal
+from streamapp import sealed
 from streamapp.errors import ConfigurationError, RetryableError
 from streamapp.queries import Queryable
 from streamapp.settings import Settings
@@ -41,7 +40,6 @@ _SECRET_KEY = re.compile(r"(sk|rk)_(test|live)_[0-9A-Za-z]{8,240}")
 _ANY_SECRET_KEY = re.compile(r"\b(sk|rk)_(test|live)_[0-9A-Za-z]+")
 
 #: Version of the sealed payload's layout.
-_PAYLOAD_VERSION = 1
 
 #: Longest ``account_hint`` of a StripeConnection record.
 MAX_HINT_CHARS = 80
@@ -140,43 +138,23 @@ def seal_credentials(settings: Settings, shop_id: str, creds: StripeCredentials)
 
     Does not validate: :func:`save_credentials` does, before calling this.
     """
-    payload = {"v": _PAYLOAD_VERSION, "shop_id": shop_id, "secret_key": creds.secret_key}
-    return seal(settings, json.dumps(payload, separators=(",", ":")).encode())
+    return sealed.seal_for_shop(settings, shop_id, {"secret_key": creds.secret_key})
 
 
-def unseal_credentials(settings: Settings, shop_id: str, sealed: bytes) -> StripeCredentials:
+def unseal_credentials(settings: Settings, shop_id: str, sealed_value: bytes) -> StripeCredentials:
     """The credentials :func:`seal_credentials` sealed for ``shop_id``.
 
     ConfigurationError if the key does not open them, or if they were sealed for another
     shop or in a layout this version does not know.
     """
-    unreadable = ConfigurationError(f"the sealed Stripe key of shop {shop_id} is not readable by this version")
-    try:
-        payload = json.loads(unseal(settings, sealed))
-    except ValueError:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise unreadable from None
-    if not isinstance(payload, dict) or payload.get("v") != _PAYLOAD_VERSION:
-        raise unreadable
-    if payload.get("shop_id") != shop_id:
-        raise ConfigurationError(f"the sealed Stripe key stored for shop {shop_id} belongs to another shop")
-    secret_key = payload.get("secret_key")
-    if not isinstance(secret_key, str):
-        raise unreadable
-    return StripeCredentials(secret_key)
+    fields = sealed.unseal_for_shop(settings, shop_id, sealed_value, ("secret_key",), what="Stripe key", plural=False)
+    return StripeCredentials(fields["secret_key"])
 
 
 async def save_credentials(conn: Queryable, settings: Settings, shop_id: str, creds: StripeCredentials) -> None:
     """Validate ``creds`` and store them sealed as ``shop_id``'s connection, replacing any earlier one."""
     validate_credentials(creds)
-    await conn.fetchval(
-        """
-        INSERT INTO stripe_credentials (shop_id, sealed) VALUES ($1, $2)
-        ON CONFLICT (shop_id) DO UPDATE SET sealed = EXCLUDED.sealed, updated_at = now()
-        RETURNING shop_id
-        """,
-        shop_id,
-        seal_credentials(settings, shop_id, creds),
-    )
+    await sealed.store(conn, "stripe_credentials", shop_id, seal_credentials(settings, shop_id, creds))
     logger.info("stripe connected for shop %s (key %s)", shop_id, creds.key_hint)
 
 
@@ -186,18 +164,16 @@ async def load_credentials(conn: Queryable, settings: Settings, shop_id: str) ->
     Not validated again: it was on the way in, the seal proves that this application wrote
     it, and Stripe stays the final judge of what it accepts.
     """
-    sealed = await conn.fetchval("SELECT sealed FROM stripe_credentials WHERE shop_id = $1", shop_id)
-    if sealed is None:
-        return None
-    return unseal_credentials(settings, shop_id, bytes(sealed))
+    value = await sealed.fetch(conn, "stripe_credentials", shop_id)
+    return None if value is None else unseal_credentials(settings, shop_id, value)
 
 
 async def delete_credentials(conn: Queryable, shop_id: str) -> bool:
     """Forget ``shop_id``'s Stripe key; whether there was one."""
-    deleted = await conn.fetchval("DELETE FROM stripe_credentials WHERE shop_id = $1 RETURNING shop_id", shop_id)
-    if deleted is not None:
+    deleted = await sealed.delete(conn, "stripe_credentials", shop_id)
+    if deleted:
         logger.info("stripe disconnected for shop %s", shop_id)
-    return deleted is not None
+    return deleted
 
 
 # -- the SDK -------------------------------------------------------------------------------------
