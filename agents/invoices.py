@@ -31,6 +31,7 @@ from streamapp import automation, invoices
 from streamapp.app import app, runtime
 from streamapp.catalog import BY_KEY
 from streamapp.order_count import format_money
+from streamapp.tables import fenced_table
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ topics = runtime.topics
 metrics = runtime.metrics
 
 #: ``<shop_id>:<invoice_id>`` -> the invoice's state (see :func:`streamapp.invoices.apply_event`).
-invoice_table = app.Table("invoices", default=None, partitions=settings.topic_partitions)
+invoice_table = fenced_table(app, "invoices", partitions=settings.topic_partitions)
 
 
 def _zone(shop_id: str) -> ZoneInfo:

@@ -35,6 +35,7 @@ from streamapp.app import app, runtime
 from streamapp.ingest import decode_or_dead_letter
 from streamapp.invoices import invoice_key
 from streamapp.order_count import apply_payment, customer_key, decide
+from streamapp.tables import fenced_table
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ topics = runtime.topics
 metrics = runtime.metrics
 
 #: ``<shop_id>:<customer_id>`` -> ``{"count": n, "orders": {order_id: [event_id, n]}}``
-order_counts = app.Table("order-counts", default=None, partitions=runtime.settings.topic_partitions)
+order_counts = fenced_table(app, "order-counts", partitions=runtime.settings.topic_partitions)
 
 
 @app.agent(topics.payments, concurrency=1)

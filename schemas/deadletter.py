@@ -24,6 +24,9 @@ class DeadLetter(Outgoing):
     topic: str
     partition: int = Field(ge=0)
     offset: int = Field(ge=0)
-    key_b64: str | None = Field(description="The original key, base64; null if the message had none.")
-    value_b64: str | None = Field(description="The original value, base64; null for a tombstone.")
+    key_b64: str | None = Field(description="The original key, base64 (its first MiB); null if the message had none.")
+    value_b64: str | None = Field(
+        description="The original value, base64; null for a tombstone. A too_large message keeps its "
+        "first MiB (key first); the detail gives the sizes and the value's SHA-256."
+    )
     rejected_at: AwareDatetime

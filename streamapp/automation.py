@@ -22,10 +22,13 @@ import functools
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
+
+from annotated_types import MaxLen
+from pydantic import BaseModel
 
 from schemas.actions import (
     Action,
@@ -53,6 +56,7 @@ from schemas.events import (
     same_status,
 )
 from streamapp.catalog import BY_KEY, PARTS, RULES, CatalogRule, sample_variables
+from streamapp.invoices import local_day
 from streamapp.order_count import format_money
 from streamapp.shop_config import ConfigStore
 from streamapp.templating import TemplateError, render, render_text
@@ -65,6 +69,20 @@ HTML_PARTS = frozenset({"body.html"})
 ONE_LINE_PARTS = frozenset({"subject", "title"})
 #: Longest SMS text: Twilio's limit for one message (it is split into segments).
 MAX_SMS_CHARS = 1600
+
+
+def _max_length(model: type[BaseModel], name: str) -> int:
+    return next(item.max_length for item in model.model_fields[name].metadata if isinstance(item, MaxLen))
+
+
+#: Longest title and text of a dashboard message (the action's contract). A longer rendering
+#: is cut, ending in an ellipsis: a lead's 4000-character message must not cost the admins
+#: their notification; the event keeps the whole text.
+PART_LIMITS = {
+    (channel, part): _max_length(model, part)
+    for channel, model in (("notification", NotificationEffect), ("toast", ToastEffect))
+    for part in ("title", "text")
+}
 
 Skip = Literal["off", "not_yet_on", "twilio_not_connected", "no_phone", "stripe_not_connected", "nothing_due"]
 #: Stands for the Stripe Checkout link when a payment-link email is validated before the
@@ -209,7 +227,7 @@ def _invoice_paid(event: InvoicePaid, shop: CatalogShop) -> dict[str, str]:
         "invoice_number": invoice.invoice_number,
         "invoice_link": invoice.invoice_url,
         "amount_paid": format_money(event.amount_paid_cents, invoice.currency),
-        "paid_on": long_date(event.occurred_at.astimezone(shop.time_zone).date()),
+        "paid_on": long_date(local_day(event.occurred_at, shop.time_zone)),
     }
 
 
@@ -271,6 +289,9 @@ def render_parts(rule: CatalogRule, templates: Mapping[str, str], variables: Map
                 raise TemplateError(f"{name}: renders empty; it needs some text")
             if len(text) > MAX_SMS_CHARS:
                 raise TemplateError(f"{name}: renders {len(text)} characters; an SMS holds at most {MAX_SMS_CHARS}")
+        limit = PART_LIMITS.get((rule.channel, part))
+        if limit is not None and len(text) > limit:
+            text = text[: limit - 1] + "\u2026"
         rendered[part] = text
     return rendered
 
@@ -360,8 +381,15 @@ def _effect(
         template_key=rule.key,
         title=parts["title"],
         text=parts["text"],
-        expires_at=origin.occurred_at + timedelta(seconds=toast_ttl),
+        expires_at=_later(origin.occurred_at, toast_ttl),
     )
+
+
+def _later(moment: datetime, seconds: int) -> datetime:
+    try:
+        return moment + timedelta(seconds=seconds)
+    except OverflowError:  # an event of 9999-12-31: its toast shows until the calendar ends
+        return datetime.max.replace(tzinfo=UTC)
 
 
 def build_action(
@@ -451,7 +479,10 @@ def decide(event: CatalogEvent, shop: CatalogShop, lineage: Lineage, *, toast_tt
 
     Wording that was valid when saved but fails on this event's data (an output over
     the size limit, say) must not silence the rule: the message goes out in the default
-    wording, and the shop's dashboard gets an alert naming the problem.
+    wording, and the shop's dashboard gets an alert naming the problem. When the default
+    wording fails too (the event's own data is over the limit: a valid ``job.tracking_added``
+    can carry a megabyte of tracking numbers), the rule sends nothing for this event and the
+    alert says so; the event's other rules still fire. Never raises TemplateError.
     """
     available = event_variables(event, shop)
     recipient = recipient_of(event)
@@ -471,8 +502,14 @@ def decide(event: CatalogEvent, shop: CatalogShop, lineage: Lineage, *, toast_tt
         try:
             actions.append(build(rule, shop, variables))
         except TemplateError as exc:
-            actions.append(build(rule, replace(shop, templates={}), variables))
-            actions.append(_template_alert(rule, shop, recipient, origin, exc))
+            try:
+                actions.append(build(rule, replace(shop, templates={}), variables))
+            except TemplateError as default_failed:
+                text = f"{rule.key}: not sent for event {event.event_id}, even the default wording did not render"
+                actions.append(_template_alert(rule, shop, recipient, origin, f"{text}: {default_failed}"))
+            else:
+                text = f"{rule.key}: your wording did not render, the default was sent instead: {exc}"
+                actions.append(_template_alert(rule, shop, recipient, origin, text))
     return Decision(actions, skipped)
 
 
@@ -483,9 +520,7 @@ def payment_of(event: CatalogEvent) -> Payment | None:
     return Payment(invoice.total_due_cents, invoice.currency, f"Invoice {invoice.invoice_number}", invoice.invoice_url)
 
 
-def _template_alert(
-    rule: CatalogRule, shop: CatalogShop, recipient: Recipient, origin: Origin, error: TemplateError
-) -> Action:
+def _template_alert(rule: CatalogRule, shop: CatalogShop, recipient: Recipient, origin: Origin, text: str) -> Action:
     return Action(
         action_id=action_id(shop.shop_id, f"{rule.key}.template-error", origin.event_id),
         shop_id=shop.shop_id,
@@ -494,7 +529,7 @@ def _template_alert(
         rule_name=rule.description,
         trigger=rule.trigger.key,
         occurred_at=origin.occurred_at,
-        effect=AlertEffect(text=f"{rule.key}: your wording did not render, the default was sent instead: {error}"),
+        effect=AlertEffect(text=text),
         lineage=origin.lineage,
     )
 

@@ -10,6 +10,7 @@ from alembic import command
 from alembic.config import Config
 
 from streamapp.errors import ConfigurationError
+from streamapp.queries import Queryable
 
 MIGRATIONS = "streamapp:migrations"
 
@@ -34,3 +35,20 @@ def alembic_config(database_url: str) -> Config:
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Apply migrations up to ``revision``. Must not be called from a running event loop."""
     command.upgrade(alembic_config(database_url), revision)
+
+
+async def durability_warnings(conn: Queryable) -> list[str]:
+    """What in the server's settings can lose an effect the sinks were told was committed.
+
+    The sinks tell Kafka an action is done once PostgreSQL acknowledged its commit. With
+    ``synchronous_commit`` off, a server crash forgets the last commits it acknowledged
+    (the reliability suite lost credits that way), and with ``fsync`` off a machine crash does.
+    """
+    warnings = []
+    for setting, consequence in (
+        ("synchronous_commit", "a PostgreSQL crash can lose credits and delivery records it acknowledged"),
+        ("fsync", "a machine crash can lose credits and delivery records"),
+    ):
+        if await conn.fetchval(f"SHOW {setting}") == "off":
+            warnings.append(f"{setting} is off: {consequence}; effects may then be lost or sent twice")
+    return warnings

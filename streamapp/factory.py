@@ -9,6 +9,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
 
 from streamapp import faust_fixes
+from streamapp.decode import DEAD_LETTER_MAX_BYTES
 from streamapp.errors import ConfigurationError
 from streamapp.settings import Settings
 from streamapp.web import install_health_views
@@ -37,6 +38,9 @@ def create_app(
     - ``memory://`` table store: tables live in memory and are rebuilt from their
       compacted changelog topics on every start and rebalance.
     - ``earliest`` offset reset: events produced before a group's first start count.
+    - the producer sends messages up to ``DEAD_LETTER_MAX_BYTES``: a dead letter carries the
+      rejected message in base64, so it can be larger than any input (the ``dead-letters``
+      topic accepts that much; other topics keep the broker's limit).
     """
     faust_fixes.apply()
     app = faust.App(
@@ -50,6 +54,7 @@ def create_app(
         broker_commit_interval=settings.commit_interval_seconds,
         broker_session_timeout=settings.session_timeout_seconds,
         producer_linger=settings.producer_linger_ms / 1000,
+        producer_max_request_size=DEAD_LETTER_MAX_BYTES,
         broker_heartbeat_interval=settings.session_timeout_seconds / 10,
         datadir=str(settings.data_dir),
         web_host=settings.web_host,

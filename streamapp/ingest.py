@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Protocol, TypeVar
 
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 from faust.types import Message
 from pydantic import TypeAdapter
 
 from schemas.actions import Lineage
 from schemas.deadletter import DeadLetter
 from streamapp.app import runtime
-from streamapp.decode import decode
+from streamapp.decode import dead_letter_key, decode
+from streamapp.sinks.email import backoff
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +37,8 @@ async def decode_or_dead_letter(
     """The event in ``message`` with its lineage; None after sending bad input to ``dead-letters``.
 
     Bad input is never dropped silently: the dead letter carries the reason and the
-    original bytes, the metric counts it by reason, and the log says where it was.
+    original bytes, the metric counts it by reason, and the log says where it was. Returns
+    only once the broker has the dead letter (see :func:`send_dead_letter`).
     """
     outcome = decode(
         adapter,
@@ -54,10 +59,38 @@ async def decode_or_dead_letter(
             outcome.reason,
             outcome.detail,
         )
-        await runtime.topics.dead_letters.send(key=message.key, value=outcome.model_dump_json().encode())
+        await send_dead_letter(message, outcome)
         return None
     runtime.metrics.events.labels(message.topic, outcome.type).inc()
     lineage = Lineage(
         event_id=outcome.event_id, topic=message.topic, partition=message.partition, offset=message.offset
     )
     return outcome, lineage
+
+
+async def send_dead_letter(message: Message, letter: DeadLetter) -> None:
+    """Write ``letter``, the dead letter of ``message``, and wait until the broker has it.
+
+    A failed send is retried with capped backoff, never raised: Faust acks the message of
+    an agent that raises, so raising would commit the bad message without its dead letter.
+    Meanwhile the partition waits, and its lag and the log say so.
+    """
+    key = dead_letter_key(message.key)
+    value = letter.model_dump_json().encode()
+    attempt = 0
+    while True:
+        try:
+            await (await runtime.topics.dead_letters.send(key=key, value=value))
+        except (KafkaError, ProducerSendError) as exc:
+            attempt += 1
+            logger.warning(
+                "dead letter of topic=%s partition=%s offset=%s not written (attempt %d), retrying: %r",
+                message.topic,
+                message.partition,
+                message.offset,
+                attempt,
+                exc,
+            )
+            await asyncio.sleep(backoff(attempt))
+        else:
+            return

@@ -68,11 +68,33 @@ class Step:
 
 
 def schedule(due_date: date, zone: ZoneInfo, due_soon_days: int = DEFAULT_DUE_SOON_DAYS) -> list[Step]:
-    """Every step of an invoice due on ``due_date``, in time order."""
-    days = {"payment_due_soon_email": due_date - timedelta(days=due_soon_days)}
-    days |= {rule: due_date + timedelta(days=after) for rule, after in DAYS_AFTER.items()}
-    steps = [Step(rule, day, datetime.combine(day, time(0), tzinfo=zone)) for rule, day in days.items()]
+    """Every step of an invoice due on ``due_date``, in time order.
+
+    A step whose day is outside the calendar (a valid invoice may be due on 9999-12-31) has
+    no place in it: it would come after year 9999, or came before year 1.
+    """
+    days = {"payment_due_soon_email": _shift(due_date, -due_soon_days)}
+    days |= {rule: _shift(due_date, after) for rule, after in DAYS_AFTER.items()}
+    steps = [
+        Step(rule, day, datetime.combine(day, time(0), tzinfo=zone)) for rule, day in days.items() if day is not None
+    ]
     return sorted(steps, key=lambda step: (step.at, step.rule))
+
+
+def _shift(day: date, days: int) -> date | None:
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        return None
+
+
+def local_day(moment: datetime, zone: ZoneInfo) -> date:
+    """``moment``'s calendar day in ``zone``; the calendar's last (or first) day when that day is
+    past its end: 9999-12-31 late in the evening UTC is already year 10000 further east."""
+    try:
+        return moment.astimezone(zone).date()
+    except OverflowError:
+        return date.max if moment.year > 1 else date.min
 
 
 @dataclass(frozen=True)
@@ -183,7 +205,7 @@ def apply_event(
 
 def _sent(state: Mapping[str, Any] | None, event: InvoiceSent, partition: int, zone: ZoneInfo) -> dict[str, Any]:
     invoice = event.invoice
-    due = invoice.due_date or event.occurred_at.astimezone(zone).date()  # due upon receipt
+    due = invoice.due_date or local_day(event.occurred_at, zone)  # due upon receipt
     known = dict(state or {})
     details = {
         "shop_id": event.shop_id,

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     smtp_username: str | None = Field(None, description="SMTP login, if the server wants one.")
     smtp_password: SecretStr | None = Field(None, description="SMTP password.")
     smtp_from: str = Field("shop@streamapp.local", description="Envelope sender of customer emails.")
+    provider_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=300,
+        description="How long a sink waits on SMTP, Twilio or Stripe for one answer before it counts a failed attempt.",
+    )
     postgres_bin_dir: Path | None = Field(None, description="Folder of initdb/postgres for the embedded database.")
     secret_key: SecretStr | None = Field(
         None, description="Key that seals provider credentials at rest (`streamapp secret-key` makes one)."

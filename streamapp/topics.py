@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
+from streamapp.decode import DEAD_LETTER_MAX_BYTES
 from streamapp.errors import ConfigurationError, RetryableError
 from streamapp.settings import Settings
 
@@ -26,13 +28,21 @@ class TopicSpec:
     description: str
     compacted: bool = False
     internal: bool = False
+    #: The topic's ``max.message.bytes``; None: the broker's default (1 MiB unless configured).
+    max_message_bytes: int | None = None
 
 
 ORDERS = TopicSpec("orders", "Order lifecycle events from the shop front (order submitted, reorder, lead).")
 JOB_STATUS = TopicSpec("job-status", "Production job events (status changes, artwork, tracking).")
 PAYMENTS = TopicSpec("payments", "Payment and invoice events (payment succeeded, invoice sent/paid).")
 ACTIONS = TopicSpec("actions", "Effects decided by the rule engine, consumed by the sinks.")
-DEAD_LETTERS = TopicSpec("dead-letters", "Input that could not be processed, with the reason and original bytes.")
+#: A dead letter carries the original bytes in base64 next to its reason: bigger than the message
+#: it answers, so bigger than the broker's default limit allows (see streamapp.decode).
+DEAD_LETTERS = TopicSpec(
+    "dead-letters",
+    "Input that could not be processed, with the reason and original bytes.",
+    max_message_bytes=DEAD_LETTER_MAX_BYTES,
+)
 SHOP_CONFIG = TopicSpec("shop-config", "Shop configuration log (rules, templates); compacted.", compacted=True)
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (ORDERS, JOB_STATUS, PAYMENTS, ACTIONS, DEAD_LETTERS, SHOP_CONFIG)
@@ -60,11 +70,13 @@ def topic_name(settings: Settings, spec: TopicSpec) -> str:
 
 
 async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS + INTERNAL_TOPICS) -> list[str]:
-    """Create missing topics; refuse existing ones whose partition count differs.
+    """Create missing topics; refuse existing ones whose partition count differs, or whose
+    ``max.message.bytes`` is below the spec's.
 
     Tables are co-partitioned with their source topics, so a topic with another
     partition count than ``settings.topic_partitions`` is a configuration error,
-    not something to paper over. Returns the names that were created.
+    not something to paper over; so is a ``dead-letters`` topic too small for the dead
+    letters the worker writes (each would fail to send). Returns the names that were created.
     """
     if not settings.kafka_bootstrap_servers:
         raise ConfigurationError("KAFKA_BOOTSTRAP_SERVERS is not set")
@@ -80,7 +92,7 @@ async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_T
                     name=topic_name(settings, spec),
                     num_partitions=settings.topic_partitions,
                     replication_factor=settings.topic_replication_factor,
-                    topic_configs={"cleanup.policy": "compact"} if spec.compacted else {},
+                    topic_configs=_configs(spec),
                 )
                 for spec in wanted
             ]
@@ -98,9 +110,36 @@ async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_T
                     f"topic {description['topic']} has {count} partitions but STREAMAPP_TOPIC_PARTITIONS is "
                     f"{settings.topic_partitions}; tables need them equal"
                 )
+        await _check_message_bytes(admin, settings, specs)
     finally:
         await admin.close()
     return created
+
+
+def _configs(spec: TopicSpec) -> dict[str, str]:
+    configs = {"cleanup.policy": "compact"} if spec.compacted else {}
+    if spec.max_message_bytes is not None:
+        configs["max.message.bytes"] = str(spec.max_message_bytes)
+    return configs
+
+
+async def _check_message_bytes(admin: AIOKafkaAdminClient, settings: Settings, specs: tuple[TopicSpec, ...]) -> None:
+    wanted = {topic_name(settings, spec): spec.max_message_bytes for spec in specs if spec.max_message_bytes}
+    if not wanted:
+        return
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None}) for name in wanted]
+    for response in await admin.describe_configs(resources):
+        # DescribeConfigsResponse: resources of (error_code, error_message, type, name, entries of (name, value, ...))
+        for error_code, error_message, _type, name, entries in (row[:5] for row in response.resources):
+            if error_code:
+                raise ConfigurationError(f"could not read the configuration of topic {name}: {error_message}")
+            have = next((int(entry[1]) for entry in entries if entry[0] == "max.message.bytes"), None)
+            if have is None or have < wanted[name]:
+                raise ConfigurationError(
+                    f"topic {name} has max.message.bytes {have} but its messages can be {wanted[name]} bytes: "
+                    f"kafka-configs.sh --alter --entity-type topics --entity-name {name} "
+                    f"--add-config max.message.bytes={wanted[name]}"
+                )
 
 
 async def _described(admin: AIOKafkaAdminClient, names: list[str], timeout: float = 30.0) -> list[dict[str, Any]]:

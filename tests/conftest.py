@@ -114,6 +114,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "STREAMAPP_SMTP_PORT": str(settings.smtp_port),
         "STREAMAPP_CLOCK": settings.clock,
         "STREAMAPP_TICK_SECONDS": str(settings.tick_seconds),
+        "STREAMAPP_PROVIDER_TIMEOUT_SECONDS": str(settings.provider_timeout_seconds),
     }
     if settings.database_url is not None:
         env["DATABASE_URL"] = settings.database_url.get_secret_value()

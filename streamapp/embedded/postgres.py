@@ -110,10 +110,24 @@ class EmbeddedPostgres(EmbeddedService):
         pwfile.unlink()
         if init.returncode != 0:
             raise ServiceStartError(f"initdb failed (exit {init.returncode}):\n{init.stdout}{init.stderr}")
+        self._launch(started + timeout)
+
+    def restart(self, *, down_seconds: float = 0.0, sig: int = signal.SIGQUIT, timeout: float = 60.0) -> None:
+        """Stop the server with ``sig`` (SIGQUIT: an immediate shutdown, as a crash would; SIGINT: a fast
+        one), keep its data, wait ``down_seconds``, start it again on the same port. For fault tests."""
+        if self._proc is not None:
+            self._proc.stop(sig, timeout=self.stop_timeout)
+            self._proc = None
+        time.sleep(down_seconds)
+        self._launch(time.monotonic() + timeout)
+
+    def _launch(self, deadline: float) -> None:
+        """Start ``postgres`` on the cluster in the work folder; return once it takes connections."""
+        started = time.monotonic()
         argv = [
             str(self.bindir / "postgres"),
             "-D",
-            str(data),
+            str(self.workdir / "data"),
             "-h",
             "127.0.0.1",
             "-p",
@@ -131,7 +145,6 @@ class EmbeddedPostgres(EmbeddedService):
         self._proc = ChildProcess(
             "postgres", argv, log_path=self.workdir / "postgres.log", user=self._os_user, death_signal=signal.SIGQUIT
         )
-        deadline = started + timeout
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             code = self._proc.poll()
@@ -149,7 +162,7 @@ class EmbeddedPostgres(EmbeddedService):
             logger.info("PostgreSQL up on 127.0.0.1:%d in %.1fs", self.port, time.monotonic() - started)
             return
         self.stop()
-        raise ServiceStartError(f"PostgreSQL did not accept connections within {timeout:.0f}s ({last_error!r})")
+        raise ServiceStartError(f"PostgreSQL did not accept connections in time ({last_error!r})")
 
     async def _create_database(self, name: str) -> None:
         conn = await asyncpg.connect(self.url("postgres"), timeout=5)

@@ -28,7 +28,9 @@ held while talking to SMTP, backoff sleeps included, at most about
 ``attempts`` and ``last_error`` are written in the same transaction, so they become visible
 when it commits: also when the attempts are exhausted, where the sink commits the
 ``pending`` row with its ``last_error`` and then raises RetryableError. A crash mid-loop
-loses only those counters.
+loses only those counters. A cancelled delivery (a stopping worker hands its action back)
+keeps them: an attempt or backoff that is cancelled records :data:`INTERRUPTED` (the attempt
+counts: the server may have seen it), commits, and then re-raises the cancellation.
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ WHERE action_id = $1
 """
 
 Sleep = Callable[[float], Awaitable[None]]
+
+#: ``last_error`` of an attempt cut short because the worker stopped (see the module docstring).
+INTERRUPTED = "interrupted: the worker stopped during this attempt"
 
 
 def backoff(attempt: int) -> float:
@@ -133,6 +138,7 @@ class EmailSink(Sink):
     async def deliver(self, action: Action) -> Outcome:
         effect = effect_of(action, EmailEffect)
         exhausted: str | None = None
+        cancelled: asyncio.CancelledError | None = None
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(_CLAIM, action.action_id, action.shop_id, action.customer_id, effect.to)
             status = await conn.fetchval(_LOCK, action.action_id)
@@ -148,6 +154,10 @@ class EmailSink(Sink):
             for attempt in range(1, self._max_attempts + 1):
                 try:
                     reply = await self._send(message, effect.to)
+                except asyncio.CancelledError as exc:
+                    await conn.execute(_ERROR, action.action_id, "pending", 1, INTERRUPTED)
+                    cancelled = exc
+                    break  # commit the counters, then re-raise outside the transaction
                 except (aiosmtplib.SMTPException, OSError) as exc:
                     error = describe_smtp_error(exc)
                     if is_permanent_smtp_error(exc):
@@ -159,11 +169,18 @@ class EmailSink(Sink):
                     if attempt == self._max_attempts:
                         exhausted = error
                         break  # commit the counters, then raise outside the transaction
-                    await self._sleep(backoff(attempt))
+                    try:
+                        await self._sleep(backoff(attempt))
+                    except asyncio.CancelledError as cancel:
+                        cancelled = cancel
+                        break
                 else:
                     await conn.execute(_SENT, action.action_id, reply)
                     logger.info("email %s sent on attempt %d", action.action_id, attempt)
                     return "applied"
+        if cancelled is not None:
+            logger.info("email %s: delivery cancelled, attempts so far recorded", action.action_id)
+            raise cancelled
         raise RetryableError(f"email {action.action_id} not sent after {self._max_attempts} attempts: {exhausted}")
 
     def build_message(self, action: Action, effect: EmailEffect) -> EmailMessage:

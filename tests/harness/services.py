@@ -7,18 +7,21 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from streamapp.embedded.process import ChildProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
+S = TypeVar("S", bound=AbstractAsyncContextManager[Any])
 
 
 def wait_for(condition: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.1) -> T:
@@ -120,3 +123,27 @@ class Worker:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         return self.process.stop(sig, timeout=timeout)
+
+
+class InThread(Generic[S]):
+    """An async context manager (a fault proxy, say) entered on its own event loop in a thread,
+    for tests that are not async: ``with InThread(TwilioFaultProxy(url)) as proxy: ...``.
+
+    Only plain attribute reads and writes of the object are safe from the test's thread.
+    """
+
+    def __init__(self, inner: S) -> None:
+        self.inner = inner
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=type(inner).__name__, daemon=True)
+
+    def __enter__(self) -> S:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.inner.__aenter__(), self.loop).result(10)
+        return self.inner
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.inner.__aexit__(None, None, None), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()

@@ -8,7 +8,9 @@ Prism's 422, and only then, for a request Prism accepted, plays the fault it was
 
 * an opted-out recipient: Twilio's documented 21610 body, HTTP 400;
 * refused credentials of an account: Twilio's documented 20003 body, HTTP 401;
-* the next N requests: HTTP 503 with Twilio's 20503 body (transient);
+* the next N requests: HTTP 503 with Twilio's 20503 body, or 429 with 20429 (transient);
+* the next N Message creates: stalled for a while and never forwarded, as when Twilio is
+  unreachable (the client's timeout should fire first);
 * holding Message creates until released, so a test can look at the world mid-send.
 
 It records every exchange (never the Authorization header), so tests assert what was
@@ -51,6 +53,7 @@ def twilio_error(code: int, message: str, status: int) -> dict[str, Any]:
 OPTED_OUT_BODY = twilio_error(21610, "Attempt to send to unsubscribed recipient", 400)
 AUTHENTICATE_BODY = twilio_error(20003, "Authenticate", 401)
 UNAVAILABLE_BODY = twilio_error(20503, "Service Unavailable", 503)
+RATE_LIMITED_BODY = twilio_error(20429, "Too Many Requests", 429)
 
 
 def prism_session(settings: Settings) -> Iterator[str]:
@@ -76,7 +79,7 @@ class Exchange:
     account_sid: str | None
     #: The ``application/x-www-form-urlencoded`` body, parsed; empty for other bodies.
     form: Mapping[str, str]
-    #: What Prism answered: 422 means the request broke Twilio's contract.
+    #: What Prism answered: 422 means the request broke Twilio's contract; 0, never forwarded.
     prism_status: int
     #: What the client got (Prism's answer, or the fault that replaced it).
     status: int
@@ -99,7 +102,9 @@ def _basic_user(header: str | None) -> str | None:
 class _Faults:
     opted_out: set[str] = field(default_factory=set)
     refused_accounts: set[str] = field(default_factory=set)
-    unavailable: int = 0
+    transient: list[dict[str, Any]] = field(default_factory=list)
+    stalls: int = 0
+    stall_seconds: float = 0.0
     gate: asyncio.Event | None = None
 
 
@@ -135,9 +140,15 @@ class TwilioFaultProxy:
         """Answer every request authenticated as ``account_sid`` with Twilio's 20003 (HTTP 401)."""
         self._faults.refused_accounts.add(account_sid)
 
-    def fail_next(self, count: int) -> None:
-        """Answer the next ``count`` valid requests with HTTP 503 (Twilio's 20503)."""
-        self._faults.unavailable = count
+    def fail_next(self, count: int, body: dict[str, Any] = UNAVAILABLE_BODY) -> None:
+        """Answer the next ``count`` valid requests with ``body`` (default HTTP 503, Twilio's 20503)."""
+        self._faults.transient = [body] * count
+
+    def stall_next(self, count: int, seconds: float) -> None:
+        """Hold the next ``count`` Message creates for ``seconds``, then answer 503 without forwarding
+        them: Twilio never saw them, as when it is unreachable (the client should time out first)."""
+        self._faults.stall_seconds = seconds
+        self._faults.stalls = count
 
     def hold_message_creates(self) -> None:
         """Hold every Message create (before Prism sees it) until :meth:`release`; sets :attr:`holding`."""
@@ -164,6 +175,14 @@ class TwilioFaultProxy:
     async def _handle(self, request: web.Request) -> web.Response:
         assert self._session is not None
         body = await request.read()
+        faults = self._faults
+        if faults.stalls > 0 and request.method == "POST" and _MESSAGES.fullmatch(request.path):
+            faults.stalls -= 1
+            await asyncio.sleep(faults.stall_seconds)
+            form = dict(parse_qsl(body.decode(), keep_blank_values=True))
+            account_sid = _basic_user(request.headers.get("Authorization"))
+            self.exchanges.append(Exchange(request.method, request.path, account_sid, form, 0, 503))
+            return web.json_response(UNAVAILABLE_BODY, status=503)
         gate = self._faults.gate
         if gate is not None and request.method == "POST" and _MESSAGES.fullmatch(request.path):
             self.holding.set()
@@ -189,9 +208,8 @@ class TwilioFaultProxy:
     def _fault(self, request: web.Request, form: Mapping[str, str], account_sid: str | None) -> dict[str, Any] | None:
         """The error body that replaces Prism's success, if any; the contract was checked first."""
         faults = self._faults
-        if faults.unavailable > 0:
-            faults.unavailable -= 1
-            return UNAVAILABLE_BODY
+        if faults.transient:
+            return faults.transient.pop()
         if account_sid in faults.refused_accounts:
             return AUTHENTICATE_BODY
         if request.method == "POST" and _MESSAGES.fullmatch(request.path) and form.get("To") in faults.opted_out:

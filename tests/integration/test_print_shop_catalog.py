@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from schemas.config import CatalogToggle, ShopAdmin, ShopProfile, SmsConnection,
 from streamapp import automation, sms, stripe_account
 from streamapp.crypto import generate_key
 from tests.conftest import settings_env
-from tests.harness.services import Worker, wait_for
+from tests.harness.services import InThread, Worker, wait_for
 from tests.harness.smtp import Recorder, smtp_server
 from tests.harness.twilio import TwilioFaultProxy
 from tests.integration.pipeline import Pipeline, now, pipeline_settings
@@ -37,26 +36,6 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 ACCOUNT = "AC" + "0123456789abcdef" * 2
 TOKEN = "fedcba9876543210" * 2
 SENDER = "+15005550006"
-
-
-class ProxyThread:
-    """The fault proxy on its own event loop in a thread, for tests that are not async."""
-
-    def __init__(self, upstream: str) -> None:
-        self.proxy = TwilioFaultProxy(upstream)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="twilio-proxy", daemon=True)
-
-    def __enter__(self) -> TwilioFaultProxy:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.proxy.start(), self.loop).result(10)
-        return self.proxy
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.proxy.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 class Line(Pipeline):
@@ -74,7 +53,7 @@ def line(
 ) -> Iterator[Line]:
     tmp = tmp_path_factory.mktemp("catalog")
     recorder = Recorder()
-    with smtp_server(recorder) as smtp_port, ProxyThread(twilio_api) as twilio:
+    with smtp_server(recorder) as smtp_port, InThread(TwilioFaultProxy(twilio_api)) as twilio:
         settings = pipeline_settings(
             "cat",
             kafka_bootstrap,

@@ -15,7 +15,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from schemas.actions import Action, AlertEffect, CreditEffect, EmailEffect, Lineage
-from streamapp.db import upgrade
+from streamapp.db import durability_warnings, upgrade
 from streamapp.embedded.process import free_port
 from streamapp.errors import RetryableError
 from streamapp.queries import get_delivery, ledger_balance, list_alerts
@@ -336,3 +336,19 @@ async def test_unreachable_server_raises_retryable_and_a_redelivery_sends(
 
 def test_backoff_doubles_from_half_a_second_up_to_30s() -> None:
     assert [backoff(attempt) for attempt in range(1, 9)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+
+
+async def test_durability_warnings_name_what_a_postgres_crash_would_lose(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        fsync_off = await conn.fetchval("SHOW fsync") == "off"
+        await conn.execute("SET synchronous_commit = off")
+        warnings = await durability_warnings(conn)
+        assert warnings[0] == (
+            "synchronous_commit is off: a PostgreSQL crash can lose credits and delivery records it "
+            "acknowledged; effects may then be lost or sent twice"
+        )
+        await conn.execute("SET synchronous_commit = on")
+        assert [w.split()[0] for w in await durability_warnings(conn)] == (["fsync"] if fsync_off else [])
+    finally:
+        await conn.close()
