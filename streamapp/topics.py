@@ -92,7 +92,7 @@ async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_T
                     name=topic_name(settings, spec),
                     num_partitions=settings.topic_partitions,
                     replication_factor=settings.topic_replication_factor,
-                    topic_configs=_configs(spec),
+                    topic_configs=topic_configs(spec),
                 )
                 for spec in wanted
             ]
@@ -116,7 +116,8 @@ async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_T
     return created
 
 
-def _configs(spec: TopicSpec) -> dict[str, str]:
+def topic_configs(spec: TopicSpec) -> dict[str, str]:
+    """The topic configs streamapp creates ``spec`` with."""
     configs = {"cleanup.policy": "compact"} if spec.compacted else {}
     if spec.max_message_bytes is not None:
         configs["max.message.bytes"] = str(spec.max_message_bytes)

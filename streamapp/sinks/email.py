@@ -50,6 +50,7 @@ from schemas.actions import Action, EmailEffect
 from streamapp.errors import RetryableError
 from streamapp.settings import Settings
 from streamapp.sinks.base import Outcome, Sink, effect_of
+from streamapp.timeouts import BACKSTOP_SECONDS, awake_for
 
 logger = logging.getLogger(__name__)
 
@@ -196,15 +197,20 @@ async def send_message(settings: Settings, message: EmailMessage, recipient: str
     to DATA (it often names its queue id). Raises what aiosmtplib raises (see :func:`describe_smtp_error`)."""
     password = settings.smtp_password.get_secret_value() if settings.smtp_password is not None else None
     # One recipient: a refusal raises SMTPRecipientsRefused, so there are no partial refusals.
-    _refusals, reply = await aiosmtplib.send(
-        message,
-        sender=settings.smtp_from,
-        recipients=[recipient],
-        hostname=settings.smtp_host,
-        port=settings.smtp_port,
-        username=settings.smtp_username,
-        password=password,
-        timeout=timeout,
+    # awake_for, not aiosmtplib's timeout: a reply that came while the worker was frozen is read,
+    # not mistaken for silence (which would send the email again).
+    _refusals, reply = await awake_for(
+        timeout,
+        aiosmtplib.send(
+            message,
+            sender=settings.smtp_from,
+            recipients=[recipient],
+            hostname=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=password,
+            timeout=BACKSTOP_SECONDS,
+        ),
     )
     return reply
 

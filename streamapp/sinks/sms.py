@@ -57,6 +57,7 @@ from streamapp.sms import (
     load_credentials,
     rest_client,
 )
+from streamapp.timeouts import BACKSTOP_SECONDS, awake_for
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +184,10 @@ class SmsSink(Sink):
     async def _send(self, creds: TwilioCredentials, effect: SmsEffect) -> str:
         """Create the Message; its SID. TwilioRestException or a network error when Twilio did not accept it."""
         if self._http is None:
-            self._http = ReroutedHttpClient(self._settings.twilio_api_url, timeout=self._timeout)
+            self._http = ReroutedHttpClient(self._settings.twilio_api_url, timeout=BACKSTOP_SECONDS)
         sender = {"messaging_service_sid": creds.sender} if creds.uses_messaging_service else {"from_": creds.sender}
-        message = await rest_client(creds, self._http).messages.create_async(to=effect.to, body=effect.text, **sender)
+        # awake_for, not the HTTP client's timeout: an answer that came while the worker was frozen
+        # is read, not mistaken for silence (which would text the customer again).
+        create = rest_client(creds, self._http).messages.create_async(to=effect.to, body=effect.text, **sender)
+        message = await awake_for(self._timeout, create)
         return str(message.sid)

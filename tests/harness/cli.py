@@ -11,7 +11,7 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streamapp.settings import Settings
-from streamapp.topics import ALL_TOPICS, ensure_topics, topic_name
+from streamapp.topics import ALL_TOPICS, ensure_topics, topic_configs, topic_name
 from tests.harness.services import REPO_ROOT, wait_for
 from tests.integration.kafka_helpers import create_topic
 
@@ -84,7 +84,7 @@ def create_topics(settings: Settings) -> None:
         name = topic_name(settings, spec)
         asyncio.run(
             create_topic(
-                settings.kafka_bootstrap_servers or "", name, settings.topic_partitions, compacted=spec.compacted
+                settings.kafka_bootstrap_servers or "", name, settings.topic_partitions, configs=topic_configs(spec)
             )
         )
     wait_for(

@@ -9,11 +9,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 
-async def create_topic(bootstrap: str, name: str, partitions: int, *, compacted: bool = False) -> None:
+async def create_topic(
+    bootstrap: str, name: str, partitions: int, *, compacted: bool = False, configs: dict[str, str] | None = None
+) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        configs = {"cleanup.policy": "compact"} if compacted else {}
+        configs = {**({"cleanup.policy": "compact"} if compacted else {}), **(configs or {})}
         await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
     finally:
         await admin.close()
