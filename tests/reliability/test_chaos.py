@@ -100,6 +100,7 @@ def test_a_zombie_worker_woken_after_its_partitions_moved_doubles_nothing(
         assert verdict.provider_copies == 0
 
 
+@pytest.mark.timeout(300 + 2 * SOAK_SECONDS)  # the soak outlasts the suite's 300 s per test
 def test_soak_with_every_fault(kafka_bootstrap: str, twilio_api: str, stripe_api: str, tmp_path: Path) -> None:
     """Every nemesis at random; 45 s by default, ``STREAMAPP_SOAK_SECONDS`` in soak mode."""
     seconds = SOAK_SECONDS or 45
