@@ -30,6 +30,11 @@ stream partitions, *then* seek them to their committed offsets, *then* resume th
 flow. What is fetched in between meets a suspended flow: not delivered, yet counted
 as read. The fix: those two methods run as they are, except that resuming stream
 partitions is held back until they return, after the seek and after the flow is on.
+Each call holds its own resumes, and a call that is cancelled, fails, or returns after a
+new rebalance began drops them: a worker frozen mid-recovery (a zombie) wakes with the old
+generation's call still running beside the new generation's recovery, and the first
+version of this fix, one hold shared by both, let a call lift the other's hold before
+its seek; the reliability suite's zombie test lost a payment about one run in ten.
 
 **3. A fetch that drains partitions which are no longer active.**
 Faust hands its *live* set of active partitions to the consumer thread
@@ -60,6 +65,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 from faust.tables.recovery import Recovery
@@ -87,17 +93,50 @@ def start_assigned_partitions_paused() -> None:
     logger.debug("faust fix applied: assigned partitions start paused")
 
 
+#: The stream-partition resumes held back by the recovery call running in this context (task).
+_held: ContextVar[list[set[Any]] | None] = ContextVar("streamapp_held_resumes", default=None)
+
+
+def _install_hold(consumer: Any) -> None:
+    """Shadow ``consumer.resume_partitions``: inside a held recovery call it records, elsewhere it resumes."""
+    if "resume_partitions" in consumer.__dict__:
+        return
+    resume = type(consumer).resume_partitions.__get__(consumer)
+
+    def resume_partitions(tps: Any) -> None:
+        held = _held.get()
+        if held is None:
+            resume(tps)
+        else:
+            held.append(set(tps))
+
+    consumer.resume_partitions = resume_partitions
+
+
 def _hold_stream_resume(original: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
     @functools.wraps(original)
     async def wrapper(self: Recovery, *args: Any, **kwargs: Any) -> None:
         consumer = self.app.consumer
-        held: list[set[Any]] = []
-        # An instance attribute shadows the method for the duration of the call only.
-        consumer.resume_partitions = lambda tps: held.append(set(tps))  # type: ignore[method-assign]
+        _install_hold(consumer)
+        # Each call holds its own resumes (a context variable, not a shared attribute): a worker
+        # frozen mid-recovery wakes with the old generation's call still running beside the
+        # new generation's, and neither may release the other's.
+        generation = self.app.consumer_generation_id
+        token = _held.set([])
         try:
             await original(self, *args, **kwargs)
-        finally:
-            del consumer.resume_partitions
+        except BaseException:
+            # Cancelled or failed (a new rebalance): its seek may not have happened, so what it
+            # held is dropped; the next recovery resumes the partitions after its own seek.
+            _held.reset(token)
+            raise
+        held = _held.get() or []
+        _held.reset(token)
+        if self.app.consumer_generation_id != generation:
+            # A new generation began meanwhile: its recovery paused these partitions and will
+            # resume them after its own seek; resuming them now would fetch before that seek.
+            logger.info("recovery of generation %s ended after a new rebalance: its resumes dropped", generation)
+            return
         for tps in held:
             consumer.resume_partitions(tps)
 

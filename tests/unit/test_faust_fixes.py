@@ -1,4 +1,5 @@
-"""The faust workaround that gives each fetch a snapshot of the active partitions (fix 3)."""
+"""The faust workarounds: each fetch gets a snapshot of the active partitions (fix 3); recovery calls hold
+their stream resumes until they return, each its own, dropped when a new rebalance began (fix 2)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from faust.transport.consumer import ThreadDelegateConsumer
 from faust.types import TP
 
@@ -60,3 +62,89 @@ def test_apply_is_idempotent() -> None:
     patched = ThreadDelegateConsumer._getmany
     faust_fixes.apply()
     assert ThreadDelegateConsumer._getmany is patched
+
+
+class _Consumer:
+    """Records what was resumed, in order."""
+
+    def __init__(self) -> None:
+        self.resumed: list[set[str]] = []
+        self.log: list[str] = []
+
+    def resume_partitions(self, tps: Any) -> None:
+        self.resumed.append(set(tps))
+        self.log.append(f"resume {sorted(tps)}")
+
+
+def _recovery(consumer: _Consumer, app: Any = None) -> Any:
+    return SimpleNamespace(app=app or SimpleNamespace(consumer=consumer, consumer_generation_id=6))
+
+
+async def _recovery_call(consumer: _Consumer, tps: set[str], started: asyncio.Event, go_on: asyncio.Event) -> None:
+    """Stands in for on_recovery_completed: resume the stream partitions, then seek them."""
+    consumer.resume_partitions(tps)
+    started.set()
+    await go_on.wait()
+    consumer.log.append(f"seek {sorted(tps)}")
+
+
+def _held(call: Any) -> Any:
+    return faust_fixes._hold_stream_resume(call)
+
+
+async def test_a_stream_resume_waits_until_the_recovery_call_returned() -> None:
+    consumer = _Consumer()
+    started, go_on = asyncio.Event(), asyncio.Event()
+    go_on.set()
+    await _held(lambda self, *a: _recovery_call(consumer, {"payments-0"}, started, go_on))(_recovery(consumer))
+    assert consumer.log == ["seek ['payments-0']", "resume ['payments-0']"]
+
+
+async def test_overlapping_recovery_calls_do_not_release_each_others_resumes() -> None:
+    # A zombie wakes with the old generation's call still running when the new one starts.
+    consumer = _Consumer()
+    old_started, old_go = asyncio.Event(), asyncio.Event()
+    new_started, new_go = asyncio.Event(), asyncio.Event()
+    old = asyncio.ensure_future(
+        _held(lambda self: _recovery_call(consumer, {"old-0"}, old_started, old_go))(_recovery(consumer))
+    )
+    await old_started.wait()
+    new = asyncio.ensure_future(
+        _held(lambda self: _recovery_call(consumer, {"new-0"}, new_started, new_go))(_recovery(consumer))
+    )
+    await new_started.wait()
+    old_go.set()
+    await old
+    assert consumer.resumed == [{"old-0"}], "the new call's resume must wait for its own seek"
+    new_go.set()
+    await new
+    assert consumer.log == ["seek ['old-0']", "resume ['old-0']", "seek ['new-0']", "resume ['new-0']"]
+
+
+async def test_a_cancelled_recovery_call_drops_what_it_held() -> None:
+    consumer = _Consumer()
+    started, go_on = asyncio.Event(), asyncio.Event()
+    call = asyncio.ensure_future(
+        _held(lambda self: _recovery_call(consumer, {"payments-0"}, started, go_on))(_recovery(consumer))
+    )
+    await started.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert consumer.resumed == [], "resumed without its seek"
+    consumer.resume_partitions({"x"})  # outside a recovery call: straight through
+    assert consumer.resumed == [{"x"}]
+
+
+async def test_a_recovery_call_that_ends_after_a_new_rebalance_drops_its_resumes() -> None:
+    consumer = _Consumer()
+    app = SimpleNamespace(consumer=consumer, consumer_generation_id=6)
+    started, go_on = asyncio.Event(), asyncio.Event()
+    call = asyncio.ensure_future(
+        _held(lambda self: _recovery_call(consumer, {"payments-0"}, started, go_on))(_recovery(consumer, app))
+    )
+    await started.wait()
+    app.consumer_generation_id = 8  # the zombie rejoined; generation 8 paused its partitions
+    go_on.set()
+    await call
+    assert consumer.resumed == [], "generation 6's resume would fetch before generation 8's seek"
