@@ -1,7 +1,7 @@
 """Workarounds for faust-streaming bugs that lose messages; applied once by the app factory.
 
-All three concern how a worker (re)starts consuming its stream partitions after a
-rebalance, and all were found by ``tests/integration/test_worker_crash.py``: a
+All four concern how a worker (re)starts consuming its stream partitions after a
+rebalance. The first three were found by ``tests/integration/test_worker_crash.py``: a
 worker replacing a SIGKILLed one skipped a dozen actions per partition. Faust's
 consumer advances its ``_read_offset`` for a message even when it did not deliver
 it (flow suspended), and then drops any re-fetched message below that offset
@@ -34,7 +34,8 @@ Each call holds its own resumes, and a call that is cancelled, fails, or returns
 new rebalance began drops them: a worker frozen mid-recovery (a zombie) wakes with the old
 generation's call still running beside the new generation's recovery, and the first
 version of this fix, one hold shared by both, let a call lift the other's hold before
-its seek; the reliability suite's zombie test lost a payment about one run in ten.
+its seek. (It was suspected of the zombie test's lost payments; those turned out to be
+fix 4's, below.)
 
 **3. A fetch that drains partitions which are no longer active.**
 Faust hands its *live* set of active partitions to the consumer thread
@@ -58,6 +59,24 @@ The fix: the consumer thread gets a snapshot of the active set, taken when the f
 is issued, so a fetch drains only partitions that were active then; records of
 partitions paused later stay in aiokafka's buffer, at their position. (The same
 holds for partitions ``on_buffer_full`` takes out of the active set.)
+
+**4. The seek to committed offsets skips partitions the group never committed.**
+Every fix above ends in Faust's seek to the committed offsets (``Consumer.perform_seek``),
+which is also what repairs a fetch Faust discarded (a batch that arrives after a rebalance
+stopped the flow, a record of a partition no longer active: skipped without a trace, while
+aiokafka's position moved past it). But aiokafka's ``seek_to_committed`` moves a partition
+only ``if offset and offset > 0``: a partition with no committed offset (nothing committed
+there yet: a new topic, the first seconds of a run, a partition whose messages all arrived
+since the last commit) keeps the position the discarded fetch left, and the records it
+skipped are never read. The reliability suite lost the first message of a partition that
+way in 3 of 12 zombie and provider-fault runs (twice a payment, so a credit was never
+decided); a worker's log showed ``payments`` offset 0 fetched while its partition was
+inactive, then offsets 1 and on, never 0.
+
+The fix: after the seek, every stream partition with no committed offset (or 0) is sought
+to its beginning, which is what ``auto_offset_reset=earliest`` means for a group that
+committed nothing there. Changelog partitions are left alone (recovery positions them).
+Anything read twice this way is a redelivery, which every agent already takes.
 """
 
 from __future__ import annotations
@@ -68,8 +87,10 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer, ThreadDelegateConsumer
+from faust.types import TP
 
 logger = logging.getLogger(__name__)
 
@@ -172,8 +193,33 @@ def fetch_only_partitions_active_when_issued() -> None:
     logger.debug("faust fix applied: fetches drain only partitions active when issued")
 
 
+def seek_uncommitted_stream_partitions_to_start() -> None:
+    """Make the seek to committed offsets also move never-committed stream partitions to their start
+    (idempotent)."""
+    original: Callable[..., Awaitable[Any]] = ThreadDelegateConsumer.seek_to_committed
+    if getattr(original, _APPLIED, False):
+        return
+
+    @functools.wraps(original)
+    async def seek_to_committed(self: ThreadDelegateConsumer) -> Any:
+        committed = await original(self)
+        is_changelog = self._is_changelog_tp
+        unstarted = [tp for tp, offset in committed.items() if not offset and not is_changelog(TP(*tp))]
+        if unstarted:
+            try:
+                await self._thread.seek_to_beginning(*unstarted)
+            except IllegalStateError as exc:  # revoked meanwhile: the rebalance under way seeks it again
+                logger.info("seek to the start of never-committed partitions abandoned: %s", exc)
+        return committed
+
+    setattr(seek_to_committed, _APPLIED, True)
+    ThreadDelegateConsumer.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+    logger.debug("faust fix applied: never-committed stream partitions are sought to their start")
+
+
 def apply() -> None:
     """Apply every workaround in this module (idempotent)."""
     start_assigned_partitions_paused()
     resume_streams_after_seek_and_flow()
     fetch_only_partitions_active_when_issued()
+    seek_uncommitted_stream_partitions_to_start()

@@ -1,5 +1,6 @@
 """The faust workarounds: each fetch gets a snapshot of the active partitions (fix 3); recovery calls hold
-their stream resumes until they return, each its own, dropped when a new rebalance began (fix 2)."""
+their stream resumes until they return, each its own, dropped when a new rebalance began (fix 2); the seek
+to committed offsets also moves never-committed stream partitions to their start (fix 4)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import ThreadDelegateConsumer
 from faust.types import TP
 
@@ -148,3 +151,41 @@ async def test_a_recovery_call_that_ends_after_a_new_rebalance_drops_its_resumes
     go_on.set()
     await call
     assert consumer.resumed == [], "generation 6's resume would fetch before generation 8's seek"
+
+
+class _SeekingThread:
+    """Stands in for the consumer thread's seeks; ``committed`` is what the group committed."""
+
+    def __init__(self, committed: dict[Any, int | None], revoked: bool = False) -> None:
+        self.committed = committed
+        self.revoked = revoked
+        self.to_beginning: list[Any] = []
+
+    async def seek_to_committed(self) -> dict[Any, int | None]:
+        return self.committed
+
+    async def seek_to_beginning(self, *partitions: Any) -> None:
+        if self.revoked:
+            raise IllegalStateError(f"Partitions {set(partitions)} are not assigned")
+        self.to_beginning.extend(partitions)
+
+
+def _seek(thread: _SeekingThread) -> Any:
+    faust_fixes.apply()
+    changelogs = {CHANGELOG_0.topic}
+    consumer = SimpleNamespace(_thread=thread, _is_changelog_tp=lambda tp: tp.topic in changelogs)
+    return asyncio.run(ThreadDelegateConsumer.seek_to_committed(consumer))  # type: ignore[arg-type]
+
+
+def test_never_committed_stream_partitions_are_sought_to_their_start() -> None:
+    payments_0, payments_1, payments_2 = (TopicPartition("payments", p) for p in range(3))
+    changelog = TopicPartition(CHANGELOG_0.topic, 0)
+    committed = {payments_0: None, payments_1: 0, payments_2: 17, changelog: None}
+    thread = _SeekingThread(committed)
+    assert _seek(thread) == committed  # what Faust's perform_seek reads its offsets from
+    assert thread.to_beginning == [payments_0, payments_1]  # aiokafka leaves these where they were
+
+
+def test_a_partition_revoked_before_its_seek_is_left_to_the_next_rebalance() -> None:
+    thread = _SeekingThread({TopicPartition("payments", 0): None}, revoked=True)
+    assert _seek(thread) == {TopicPartition("payments", 0): None}
