@@ -1,6 +1,6 @@
 """Workarounds for faust-streaming bugs that lose messages; applied once by the app factory.
 
-All four concern how a worker (re)starts consuming its stream partitions after a
+All five concern how a worker (re)starts consuming its stream partitions after a
 rebalance. The first three were found by ``tests/integration/test_worker_crash.py``: a
 worker replacing a SIGKILLed one skipped a dozen actions per partition. Faust's
 consumer advances its ``_read_offset`` for a message even when it did not deliver
@@ -77,6 +77,17 @@ The fix: after the seek, every stream partition with no committed offset (or 0) 
 to its beginning, which is what ``auto_offset_reset=earliest`` means for a group that
 committed nothing there. Changelog partitions are left alone (recovery positions them).
 Anything read twice this way is a redelivery, which every agent already takes.
+
+**5. A recovery pass outlived by a rebalance seeks to offsets it never built.**
+Faust recovers tables in one loop, a pass per rebalance. A rebalance that begins during a
+pass registers its changelog partitions at once, with offset ``None`` until the next pass
+builds them, and signals the loop; but the running pass does not look at the signal before
+its next seek, and seeks to ``None``: aiokafka raises ``ValueError("Offset must be a positive
+integer")``, the recovery service crashes and the worker exits. The zombie test hit it once
+in about 40 runs: a worker frozen in recovery woke into a new rebalance and died.
+
+The fix: a seek that finds an offset not built raises Faust's own ``RebalanceAgain``, which
+the loop takes as "another rebalance started": it drops the stale pass and starts the next.
 """
 
 from __future__ import annotations
@@ -88,7 +99,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from aiokafka.errors import IllegalStateError
-from faust.tables.recovery import Recovery
+from faust.tables.recovery import RebalanceAgain, Recovery
 from faust.transport.consumer import Consumer, ThreadDelegateConsumer
 from faust.types import TP
 
@@ -217,9 +228,30 @@ def seek_uncommitted_stream_partitions_to_start() -> None:
     logger.debug("faust fix applied: never-committed stream partitions are sought to their start")
 
 
+def restart_recovery_passes_outlived_by_a_rebalance() -> None:
+    """Make a recovery seek to offsets a newer rebalance registered but never built restart the pass
+    (idempotent)."""
+    original: Callable[..., Awaitable[None]] = Recovery._seek_offsets
+    if getattr(original, _APPLIED, False):
+        return
+
+    @functools.wraps(original)
+    async def _seek_offsets(self: Recovery, consumer: Any, tps: Any, offsets: Any, title: str) -> None:
+        unbuilt = sorted(tp for tp in tps if offsets.get(tp, 0) is None)
+        if unbuilt:
+            logger.info("%s recovery outlived by a rebalance (%s not built yet): next pass", title, unbuilt)
+            raise RebalanceAgain()
+        await original(self, consumer, tps, offsets, title)
+
+    setattr(_seek_offsets, _APPLIED, True)
+    Recovery._seek_offsets = _seek_offsets  # type: ignore[method-assign]
+    logger.debug("faust fix applied: a recovery pass outlived by a rebalance restarts")
+
+
 def apply() -> None:
     """Apply every workaround in this module (idempotent)."""
     start_assigned_partitions_paused()
     resume_streams_after_seek_and_flow()
     fetch_only_partitions_active_when_issued()
     seek_uncommitted_stream_partitions_to_start()
+    restart_recovery_passes_outlived_by_a_rebalance()

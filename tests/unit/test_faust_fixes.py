@@ -1,16 +1,19 @@
 """The faust workarounds: each fetch gets a snapshot of the active partitions (fix 3); recovery calls hold
 their stream resumes until they return, each its own, dropped when a new rebalance began (fix 2); the seek
-to committed offsets also moves never-committed stream partitions to their start (fix 4)."""
+to committed offsets also moves never-committed stream partitions to their start (fix 4); a recovery pass
+outlived by a rebalance starts over instead of seeking to offsets it never built (fix 5)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError
+from faust.tables.recovery import RebalanceAgain, Recovery
 from faust.transport.consumer import ThreadDelegateConsumer
 from faust.types import TP
 
@@ -189,3 +192,28 @@ def test_never_committed_stream_partitions_are_sought_to_their_start() -> None:
 def test_a_partition_revoked_before_its_seek_is_left_to_the_next_rebalance() -> None:
     thread = _SeekingThread({TopicPartition("payments", 0): None}, revoked=True)
     assert _seek(thread) == {TopicPartition("payments", 0): None}
+
+
+class _SeekWaiter:
+    def __init__(self) -> None:
+        self.sought: list[dict[Any, int]] = []
+
+    async def seek_wait(self, partitions: dict[Any, int]) -> None:
+        self.sought.append(dict(partitions))
+
+
+def _seek_offsets(offsets: Counter[Any]) -> _SeekWaiter:
+    faust_fixes.apply()
+    consumer = _SeekWaiter()
+    asyncio.run(Recovery._seek_offsets(SimpleNamespace(), consumer, set(offsets), offsets, "standby"))  # type: ignore[arg-type]
+    return consumer
+
+
+def test_a_recovery_pass_seeks_to_the_offsets_it_built() -> None:
+    assert _seek_offsets(Counter({CHANGELOG_0: 41, ACTIONS_0: -1})).sought == [{CHANGELOG_0: 41, ACTIONS_0: 0}]
+
+
+def test_a_recovery_pass_outlived_by_a_rebalance_starts_over_instead_of_crashing() -> None:
+    # The new rebalance registered CHANGELOG_0 (offset None until its own pass builds it).
+    with pytest.raises(RebalanceAgain):
+        _seek_offsets(Counter({CHANGELOG_0: None, ACTIONS_0: 7}))  # type: ignore[dict-item]
