@@ -107,22 +107,32 @@ logger = logging.getLogger(__name__)
 
 _APPLIED = "_streamapp_assigned_paused"
 
+_Method = Callable[..., Awaitable[Any]]
+
+
+def _patch(owner: type, name: str, wrap: Callable[[_Method], _Method], what: str) -> None:
+    """Replace ``owner.name`` by ``wrap(original)``, once: a second call finds the mark and does nothing."""
+    original: _Method = getattr(owner, name)
+    if getattr(original, _APPLIED, False):
+        return
+    wrapper = functools.wraps(original)(wrap(original))
+    setattr(wrapper, _APPLIED, True)
+    setattr(owner, name, wrapper)
+    logger.debug("faust fix applied: %s", what)
+
 
 def start_assigned_partitions_paused() -> None:
     """Make ``Consumer.on_partitions_assigned`` leave newly assigned partitions paused (idempotent)."""
-    original: Callable[..., Awaitable[None]] = Consumer.on_partitions_assigned
-    if getattr(original, _APPLIED, False):
-        return
 
-    @functools.wraps(original)
-    async def on_partitions_assigned(self: Consumer, assigned: Any, *args: Any, **kwargs: Any) -> None:
-        # Paused before the original computes the active set (assigned minus paused).
-        self._paused_partitions.update(assigned)
-        await original(self, assigned, *args, **kwargs)
+    def wrap(original: _Method) -> _Method:
+        async def on_partitions_assigned(self: Consumer, assigned: Any, *args: Any, **kwargs: Any) -> None:
+            # Paused before the original computes the active set (assigned minus paused).
+            self._paused_partitions.update(assigned)
+            await original(self, assigned, *args, **kwargs)
 
-    setattr(on_partitions_assigned, _APPLIED, True)
-    Consumer.on_partitions_assigned = on_partitions_assigned  # type: ignore[method-assign]
-    logger.debug("faust fix applied: assigned partitions start paused")
+        return on_partitions_assigned
+
+    _patch(Consumer, "on_partitions_assigned", wrap, "assigned partitions start paused")
 
 
 #: The stream-partition resumes held back by the recovery call running in this context (task).
@@ -145,8 +155,7 @@ def _install_hold(consumer: Any) -> None:
     consumer.resume_partitions = resume_partitions
 
 
-def _hold_stream_resume(original: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-    @functools.wraps(original)
+def _hold_stream_resume(original: _Method) -> _Method:
     async def wrapper(self: Recovery, *args: Any, **kwargs: Any) -> None:
         consumer = self.app.consumer
         _install_hold(consumer)
@@ -172,80 +181,68 @@ def _hold_stream_resume(original: Callable[..., Awaitable[None]]) -> Callable[..
         for tps in held:
             consumer.resume_partitions(tps)
 
-    setattr(wrapper, _APPLIED, True)
     return wrapper
 
 
 def resume_streams_after_seek_and_flow() -> None:
     """Hold back stream-partition resumes in recovery until seek and flow are done (idempotent)."""
     for name in ("on_recovery_completed", "_resume_streams"):
-        original = getattr(Recovery, name)
-        if not getattr(original, _APPLIED, False):
-            setattr(Recovery, name, _hold_stream_resume(original))
+        _patch(Recovery, name, _hold_stream_resume, f"{name} resumes stream partitions after its seek")
 
 
 def fetch_only_partitions_active_when_issued() -> None:
     """Give the consumer thread a snapshot of the active partitions, not the live set (idempotent)."""
-    original: Callable[..., Awaitable[Any]] = ThreadDelegateConsumer._getmany
-    if getattr(original, _APPLIED, False):
-        return
 
-    @functools.wraps(original)
-    async def _getmany(self: ThreadDelegateConsumer, active_partitions: Any, timeout: float) -> Any:
-        if active_partitions is None:  # a client-only app: every partition, as before
-            return await original(self, None, timeout)
-        snapshot = frozenset(active_partitions)
-        if not snapshot:
-            return {}  # aiokafka would read an empty set as "every partition"
-        return await original(self, snapshot, timeout)
+    def wrap(original: _Method) -> _Method:
+        async def _getmany(self: ThreadDelegateConsumer, active_partitions: Any, timeout: float) -> Any:
+            if active_partitions is None:  # a client-only app: every partition, as before
+                return await original(self, None, timeout)
+            snapshot = frozenset(active_partitions)
+            if not snapshot:
+                return {}  # aiokafka would read an empty set as "every partition"
+            return await original(self, snapshot, timeout)
 
-    setattr(_getmany, _APPLIED, True)
-    ThreadDelegateConsumer._getmany = _getmany  # type: ignore[method-assign]
-    logger.debug("faust fix applied: fetches drain only partitions active when issued")
+        return _getmany
+
+    _patch(ThreadDelegateConsumer, "_getmany", wrap, "fetches drain only partitions active when issued")
 
 
 def seek_uncommitted_stream_partitions_to_start() -> None:
     """Make the seek to committed offsets also move never-committed stream partitions to their start
     (idempotent)."""
-    original: Callable[..., Awaitable[Any]] = ThreadDelegateConsumer.seek_to_committed
-    if getattr(original, _APPLIED, False):
-        return
 
-    @functools.wraps(original)
-    async def seek_to_committed(self: ThreadDelegateConsumer) -> Any:
-        committed = await original(self)
-        is_changelog = self._is_changelog_tp
-        unstarted = [tp for tp, offset in committed.items() if not offset and not is_changelog(TP(*tp))]
-        if unstarted:
-            try:
-                await self._thread.seek_to_beginning(*unstarted)
-            except IllegalStateError as exc:  # revoked meanwhile: the rebalance under way seeks it again
-                logger.info("seek to the start of never-committed partitions abandoned: %s", exc)
-        return committed
+    def wrap(original: _Method) -> _Method:
+        async def seek_to_committed(self: ThreadDelegateConsumer) -> Any:
+            committed = await original(self)
+            is_changelog = self._is_changelog_tp
+            unstarted = [tp for tp, offset in committed.items() if not offset and not is_changelog(TP(*tp))]
+            if unstarted:
+                try:
+                    await self._thread.seek_to_beginning(*unstarted)
+                except IllegalStateError as exc:  # revoked meanwhile: the rebalance under way seeks it again
+                    logger.info("seek to the start of never-committed partitions abandoned: %s", exc)
+            return committed
 
-    setattr(seek_to_committed, _APPLIED, True)
-    ThreadDelegateConsumer.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
-    logger.debug("faust fix applied: never-committed stream partitions are sought to their start")
+        return seek_to_committed
+
+    _patch(ThreadDelegateConsumer, "seek_to_committed", wrap, "never-committed stream partitions sought to start")
 
 
 def restart_recovery_passes_outlived_by_a_rebalance() -> None:
     """Make a recovery seek to offsets a newer rebalance registered but never built restart the pass
     (idempotent)."""
-    original: Callable[..., Awaitable[None]] = Recovery._seek_offsets
-    if getattr(original, _APPLIED, False):
-        return
 
-    @functools.wraps(original)
-    async def _seek_offsets(self: Recovery, consumer: Any, tps: Any, offsets: Any, title: str) -> None:
-        unbuilt = sorted(tp for tp in tps if offsets.get(tp, 0) is None)
-        if unbuilt:
-            logger.info("%s recovery outlived by a rebalance (%s not built yet): next pass", title, unbuilt)
-            raise RebalanceAgain()
-        await original(self, consumer, tps, offsets, title)
+    def wrap(original: _Method) -> _Method:
+        async def _seek_offsets(self: Recovery, consumer: Any, tps: Any, offsets: Any, title: str) -> None:
+            unbuilt = sorted(tp for tp in tps if offsets.get(tp, 0) is None)
+            if unbuilt:
+                logger.info("%s recovery outlived by a rebalance (%s not built yet): next pass", title, unbuilt)
+                raise RebalanceAgain()
+            await original(self, consumer, tps, offsets, title)
 
-    setattr(_seek_offsets, _APPLIED, True)
-    Recovery._seek_offsets = _seek_offsets  # type: ignore[method-assign]
-    logger.debug("faust fix applied: a recovery pass outlived by a rebalance restarts")
+        return _seek_offsets
+
+    _patch(Recovery, "_seek_offsets", wrap, "a recovery pass outlived by a rebalance restarts")
 
 
 def apply() -> None:
