@@ -1,6 +1,6 @@
 """Workarounds for faust-streaming bugs that lose messages; applied once by the app factory.
 
-All five concern how a worker (re)starts consuming its stream partitions after a
+All six concern how a worker (re)starts consuming its stream partitions after a
 rebalance. The first three were found by ``tests/integration/test_worker_crash.py``: a
 worker replacing a SIGKILLed one skipped a dozen actions per partition. Faust's
 consumer advances its ``_read_offset`` for a message even when it did not deliver
@@ -88,6 +88,24 @@ in about 40 runs: a worker frozen in recovery woke into a new rebalance and died
 
 The fix: a seek that finds an offset not built raises Faust's own ``RebalanceAgain``, which
 the loop takes as "another rebalance started": it drops the stale pass and starts the next.
+
+**6. A fetch begun before a rebalance drains partitions after it.**
+aiokafka's ``Fetcher.fetched_records`` waits out a rebalance (``wait_for_assignment``) and then
+drains the *new* assignment's records, still for the partition set it was given before; aiokafka
+prefetches every assigned partition, whatever Faust paused, so among them are changelogs it
+reset to their start. Back in ``Consumer.getmany`` the batch meets a stopped flow (recovery has
+not resumed it yet) and is discarded; the seek to committed offsets that follows leaves changelogs
+alone (nothing is committed there). If that drain came after recovery had sought the changelog to
+its start, recovery waits for records the consumer has already passed, and never ends: the
+under-load SIGTERM test hit it twice in about 30 runs (``No event received for active tp ... since
+recovery start`` for two minutes); with logging added, 5 of 51 runs showed such a discard of
+changelogs drained from offset 0, a few milliseconds from recovery's seek. The stalled partitions
+were always those that had been standbys, read right up to the rebalance, so the last fetch of the
+old generation still named them.
+
+The fix: a fetch whose assignment changed while it waited returns nothing and puts back what it
+drained, seeking each partition to its first drained offset, in the consumer thread, before
+anything else there can move it. The records are read again under the new generation's rules.
 """
 
 from __future__ import annotations
@@ -101,6 +119,7 @@ from typing import Any
 from aiokafka.errors import IllegalStateError
 from faust.tables.recovery import RebalanceAgain, Recovery
 from faust.transport.consumer import Consumer, ThreadDelegateConsumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 
 logger = logging.getLogger(__name__)
@@ -245,6 +264,38 @@ def restart_recovery_passes_outlived_by_a_rebalance() -> None:
     _patch(Recovery, "_seek_offsets", wrap, "a recovery pass outlived by a rebalance restarts")
 
 
+def put_back_fetches_that_outlived_their_assignment() -> None:
+    """Make a fetch whose assignment changed while it waited return nothing and put back what it
+    drained (idempotent)."""
+
+    def wrap(original: _Method) -> _Method:
+        async def _fetch_records(self: AIOKafkaConsumerThread, consumer: Any, *args: Any, **kwargs: Any) -> Any:
+            subscriptions = consumer._fetcher._subscriptions
+            issued_under = _assignment(subscriptions)
+            records = await original(self, consumer, *args, **kwargs)
+            if not records or _assignment(subscriptions) is issued_under:
+                return records
+            # Runs in the consumer thread with no await since the drain: nothing has moved these
+            # positions, and every drained partition is still assigned.
+            for tp, batch in records.items():
+                consumer.seek(tp, batch[0].offset)
+            logger.info(
+                "a fetch begun before a rebalance drained %d records of %d partitions after it: put back",
+                sum(len(batch) for batch in records.values()),
+                len(records),
+            )
+            return {}
+
+        return _fetch_records
+
+    _patch(AIOKafkaConsumerThread, "_fetch_records", wrap, "fetches that outlived their assignment put back")
+
+
+def _assignment(subscriptions: Any) -> Any:
+    subscription = subscriptions.subscription
+    return None if subscription is None else subscription.assignment
+
+
 def apply() -> None:
     """Apply every workaround in this module (idempotent)."""
     start_assigned_partitions_paused()
@@ -252,3 +303,4 @@ def apply() -> None:
     fetch_only_partitions_active_when_issued()
     seek_uncommitted_stream_partitions_to_start()
     restart_recovery_passes_outlived_by_a_rebalance()
+    put_back_fetches_that_outlived_their_assignment()
