@@ -99,7 +99,7 @@ alone (nothing is committed there). If that drain came after recovery had sought
 its start, recovery waits for records the consumer has already passed, and never ends: the
 under-load SIGTERM test hit it twice in about 30 runs (``No event received for active tp ... since
 recovery start`` for two minutes); with logging added, 5 of 51 runs showed such a discard of
-changelogs drained from offset 0, a few milliseconds from recovery's seek. The stalled partitions
+changelogs drained from offset 0, 0 to 38 ms before recovery's seek. The stalled partitions
 were always those that had been standbys, read right up to the rebalance, so the last fetch of the
 old generation still named them.
 
@@ -124,7 +124,8 @@ from faust.types import TP
 
 logger = logging.getLogger(__name__)
 
-_APPLIED = "_streamapp_assigned_paused"
+#: Set on every installed wrapper, so that ``apply()`` installs each one once.
+_APPLIED = "_streamapp_faust_fix"
 
 _Method = Callable[..., Awaitable[Any]]
 

@@ -87,3 +87,15 @@ async def group_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int
         }
     finally:
         await admin.close()
+
+
+async def read_values(consumer: AIOKafkaConsumer, tp: TopicPartition, count: int) -> list[bytes]:
+    """The values ``consumer`` (in a group, already assigned ``tp``) reads next from ``tp``, until
+    ``count`` arrived or 100 polls of 200 ms passed."""
+    values: list[bytes] = []
+    for _ in range(100):
+        batch = await consumer.getmany(tp, timeout_ms=200)
+        values.extend(record.value for record in batch.get(tp, []) if record.value is not None)
+        if len(values) >= count:
+            break
+    return values

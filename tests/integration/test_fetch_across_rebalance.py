@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from streamapp import faust_fixes
-from tests.integration.kafka_helpers import create_topic
+from tests.integration.kafka_helpers import create_topic, read_values
 
 pytestmark = pytest.mark.integration
 
@@ -94,16 +94,6 @@ async def group(kafka_bootstrap: str) -> AsyncIterator[_Group]:
             await consumer.stop()
 
 
-async def _read(consumer: AIOKafkaConsumer, tp: TopicPartition, count: int) -> list[bytes]:
-    values: list[bytes] = []
-    for _ in range(100):
-        batch = await consumer.getmany(tp, timeout_ms=200)
-        values.extend(record.value for record in batch.get(tp, []) if record.value is not None)
-        if len(values) >= count:
-            break
-    return values
-
-
 async def test_upstream_a_fetch_begun_before_a_rebalance_drains_the_new_assignment(group: _Group) -> None:
     faust_fixes.apply()
     upstream = AIOKafkaConsumerThread._fetch_records.__wrapped__  # type: ignore[attr-defined]
@@ -121,7 +111,7 @@ async def test_a_fetch_that_outlived_its_assignment_puts_back_what_it_drained(gr
     first, kept, records = await group.fetch_across_a_rebalance(AIOKafkaConsumerThread._fetch_records)
     assert records == {}
     assert await first.position(kept) == 0
-    assert await _read(first, kept, 3) == [f"{kept.partition}-{n}".encode() for n in range(3)]
+    assert await read_values(first, kept, 3) == [f"{kept.partition}-{n}".encode() for n in range(3)]
 
 
 async def test_a_fetch_within_one_assignment_returns_its_records(group: _Group) -> None:

@@ -16,19 +16,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.consumer import ThreadDelegateConsumer
 
 from streamapp import faust_fixes
-from tests.integration.kafka_helpers import create_topic, produce
+from tests.integration.kafka_helpers import create_topic, produce, read_values
 
 pytestmark = pytest.mark.integration
-
-
-async def _fetch(consumer: AIOKafkaConsumer, tp: TopicPartition, count: int) -> list[bytes]:
-    values: list[bytes] = []
-    for _ in range(100):
-        batch = await consumer.getmany(timeout_ms=200)
-        values.extend(record.value for record in batch.get(tp, []) if record.value is not None)
-        if len(values) >= count:
-            break
-    return values
 
 
 async def test_a_never_committed_partition_is_read_again_from_its_start_after_the_seek(kafka_bootstrap: str) -> None:
@@ -46,7 +36,7 @@ async def test_a_never_committed_partition_is_read_again_from_its_start_after_th
     await consumer.start()
     try:
         # Fetched, then discarded unprocessed (as Faust does to a batch that meets a stopped flow).
-        assert await _fetch(consumer, tp, 2) == [b"first", b"second"]
+        assert await read_values(consumer, tp, 2) == [b"first", b"second"]
         assert await consumer.position(tp) == 2
 
         # Upstream: the seek that should repair it leaves the partition where it was.
@@ -60,6 +50,6 @@ async def test_a_never_committed_partition_is_read_again_from_its_start_after_th
         faust_consumer = SimpleNamespace(_thread=thread, _is_changelog_tp=lambda tp: False)
         assert await ThreadDelegateConsumer.seek_to_committed(faust_consumer) == {tp: None}  # type: ignore[arg-type]
         assert await consumer.position(tp) == 0
-        assert await _fetch(consumer, tp, 2) == [b"first", b"second"]
+        assert await read_values(consumer, tp, 2) == [b"first", b"second"]
     finally:
         await consumer.stop()
