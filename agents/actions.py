@@ -44,6 +44,7 @@ from pydantic import ValidationError
 from schemas.actions import Action
 from schemas.deadletter import Reason
 from streamapp import queries
+from streamapp.agent_steps import reject
 from streamapp.app import app, runtime
 from streamapp.db import durability_warnings
 from streamapp.decode import dead_letter
@@ -169,8 +170,7 @@ async def _dead_letter(message: Message, reason: Reason, detail: str) -> None:
         partition=message.partition,
         offset=message.offset,
     )
-    metrics.dead_letters.labels(message.topic, letter.reason).inc()
-    await topics.dead_letters.send(key=message.key, value=letter.model_dump_json().encode())
+    await reject(message, letter)
 
 
 async def _handle(

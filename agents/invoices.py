@@ -6,7 +6,7 @@ per partition. Time thus arrives as messages, in order with the events of the pa
 
 - an invoice event updates the invoice's state in the changelog-backed ``invoices`` table;
 - a tick walks the invoices of its partition and fires the reminders and escalations that
-  are due (:mod:`streamapp.invoices`), marking each as fired by that tick in the same write.
+  are due (:mod:`streamapp.rules.invoice_schedule`), marking each as fired by that tick in the same write.
   A redelivered tick (a crash before its offset was committed) finds its marks and decides
   those actions again, with the same ids, so nothing is lost and the sinks drop doubles.
 
@@ -27,24 +27,24 @@ from pydantic import TypeAdapter
 
 from schemas.actions import Action, Lineage
 from schemas.internal import InvoicesMessage, RoutedInvoice, Tick
-from streamapp import automation, invoices
+from streamapp.agent_steps import publish, wait_for_config
 from streamapp.app import app, runtime
-from streamapp.catalog import BY_KEY
-from streamapp.order_count import format_money
+from streamapp.rules import automation, invoice_schedule, wording
+from streamapp.rules.catalog import BY_KEY
+from streamapp.rules.config_store import CatalogShop
+from streamapp.rules.money import format_money
 from streamapp.tables import fenced_table
 
 logger = logging.getLogger(__name__)
 
-CONFIG_WAIT_SECONDS = 5.0
 #: The catalog rules the schedule fires.
-SCHEDULED_RULES = (*invoices.CUSTOMER_STEPS, invoices.ADMIN_STEP)
+SCHEDULED_RULES = (*invoice_schedule.CUSTOMER_STEPS, invoice_schedule.ADMIN_STEP)
 
 _MESSAGE = TypeAdapter[RoutedInvoice | Tick](InvoicesMessage)
 settings = runtime.settings
 topics = runtime.topics
-metrics = runtime.metrics
 
-#: ``<shop_id>:<invoice_id>`` -> the invoice's state (see :func:`streamapp.invoices.apply_event`).
+#: ``<shop_id>:<invoice_id>`` -> the invoice's state (see :func:`streamapp.rules.invoice_schedule.apply_event`).
 invoice_table = fenced_table(app, "invoices", partitions=settings.topic_partitions)
 
 
@@ -62,8 +62,8 @@ async def schedule_invoices(stream: StreamT[bytes]) -> None:
             await _tick(item, message.topic, message.partition, message.offset)
             continue
         invoice_event = item.event
-        key = invoices.invoice_key(invoice_event)
-        state = invoices.apply_event(
+        key = invoice_schedule.invoice_key(invoice_event)
+        state = invoice_schedule.apply_event(
             invoice_table.get(key), invoice_event, partition=message.partition, zone=_zone(invoice_event.shop_id)
         )
         if state is not None:
@@ -71,8 +71,7 @@ async def schedule_invoices(stream: StreamT[bytes]) -> None:
 
 
 async def _tick(tick: Tick, topic: str, partition: int, offset: int) -> None:
-    if not await runtime.shop_config.wait_until(tick.now, CONFIG_WAIT_SECONDS):
-        metrics.config_waits.inc()
+    await wait_for_config(tick.now, f"tick_id={tick.tick_id}")
     lineage = Lineage(event_id=tick.tick_id, topic=topic, partition=partition, offset=offset)
     for key, state in list(invoice_table.items()):
         if state.get("partition") == partition and state.get("status") == "open":
@@ -82,28 +81,29 @@ async def _tick(tick: Tick, topic: str, partition: int, offset: int) -> None:
 async def _tick_invoice(key: str, state: dict[str, Any], tick: Tick, lineage: Lineage) -> None:
     """Fire what is due for one invoice (and what this very tick fired before, if redelivered)."""
     store = runtime.shop_config.store
-    shop = automation.shop_view(store, state["shop_id"])
+    shop = store.catalog_view(state["shop_id"])
     profile = store.profile(state["shop_id"])
-    due_soon_days = profile.due_soon_days if profile else invoices.DEFAULT_DUE_SOON_DAYS
+    due_soon_days = profile.due_soon_days if profile else invoice_schedule.DEFAULT_DUE_SOON_DAYS
     enabled_since = {}
     for rule_key in SCHEDULED_RULES:
         rule_state = automation.rule_state(BY_KEY[rule_key], shop)
         if rule_state.enabled:
             enabled_since[rule_key] = rule_state.since
-    again = invoices.fired_by(state, tick.tick_id)
-    due = invoices.due_steps(state, tick.now, shop.time_zone, enabled_since=enabled_since, due_soon_days=due_soon_days)
+    again = invoice_schedule.fired_by(state, tick.tick_id)
+    due = invoice_schedule.due_steps(
+        state, tick.now, shop.time_zone, enabled_since=enabled_since, due_soon_days=due_soon_days
+    )
     if due.fire or due.skip:
-        state = invoices.record(state, due, tick.tick_id)
+        state = invoice_schedule.record(state, due, tick.tick_id)
         invoice_table[key] = state
         for step, reason in due.skip:
             logger.info("invoice %s: %s skipped (%s)", key, step.rule, reason)
     for rule_key in [*again, *(step.rule for step in due.fire)]:
         action = _action(rule_key, state, shop, tick, lineage)
-        await topics.actions.send(key=action.action_id.encode(), value=action.model_dump_json().encode())
-        metrics.actions.labels(action.trigger, action.effect.channel).inc()
+        await publish(action)
 
 
-def _action(rule_key: str, state: dict[str, Any], shop: automation.CatalogShop, tick: Tick, lineage: Lineage) -> Action:
+def _action(rule_key: str, state: dict[str, Any], shop: CatalogShop, tick: Tick, lineage: Lineage) -> Action:
     """The action of one scheduled step, rendered with the invoice's variables as of the tick."""
     rule = BY_KEY[rule_key]
     customer = state["customer"]
@@ -116,7 +116,7 @@ def _action(rule_key: str, state: dict[str, Any], shop: automation.CatalogShop, 
         "invoice_number": state["invoice_number"],
         "invoice_link": state["invoice_url"],
         "total_due": format_money(state["total_due_cents"], state["currency"]),
-        "due_date": automation.long_date(due_date),
+        "due_date": wording.long_date(due_date),
         "days_until_due": str((due_date - today).days),
         "days_overdue": str((today - due_date).days),
     }
@@ -125,7 +125,7 @@ def _action(rule_key: str, state: dict[str, Any], shop: automation.CatalogShop, 
     )
     # Once per invoice: the id names the invoice, not the tick that happened to fire it.
     origin = automation.Origin(f"invoice.{state['invoice_id']}", tick.now, lineage)
-    variables = automation.rule_variables(rule, available)
+    variables = wording.rule_variables(rule, available)
     return automation.build_action(rule, shop, variables, recipient, origin, toast_ttl=settings.toast_ttl_seconds)
 
 

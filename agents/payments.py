@@ -6,7 +6,7 @@ messages (faust-streaming #606: with more, a commit can pass an in-flight messag
 1. ``route_payments`` decodes each message. Bad input goes to ``dead-letters``
    with the reason and the original bytes; a valid ``payment.succeeded`` is
    re-keyed by customer onto the internal ``<app_id>-payments-by-customer`` topic;
-   ``invoice.sent`` and ``invoice.paid`` go to the automation catalog (``agents/catalog.py``),
+   ``invoice.sent`` and ``invoice.paid`` go to the automation catalog (``judge_catalog_event``),
    and every invoice event is re-keyed by invoice onto ``<app_id>-invoices`` (``agents/invoices.py``).
 2. ``count_orders`` counts each customer's distinct paid orders in a
    changelog-backed table and publishes the actions of the rules that fire.
@@ -14,12 +14,9 @@ messages (faust-streaming #606: with more, a commit can pass an in-flight messag
 
 from __future__ import annotations
 
-import logging
-
 from faust import StreamT
 from pydantic import TypeAdapter
 
-from agents import catalog
 from schemas.actions import Lineage
 from schemas.events import (
     InvoiceDueDateChanged,
@@ -31,13 +28,11 @@ from schemas.events import (
     PaymentSucceeded,
 )
 from schemas.internal import RoutedInvoice, RoutedPayment
+from streamapp.agent_steps import decode_or_dead_letter, judge_catalog_event, publish, wait_for_config
 from streamapp.app import app, runtime
-from streamapp.ingest import decode_or_dead_letter
-from streamapp.invoices import invoice_key
-from streamapp.order_count import apply_payment, customer_key, decide
+from streamapp.rules.invoice_schedule import invoice_key
+from streamapp.rules.order_count import apply_payment, customer_key, decide
 from streamapp.tables import fenced_table
-
-logger = logging.getLogger(__name__)
 
 PAYMENT_TYPES = frozenset(
     {
@@ -49,12 +44,10 @@ PAYMENT_TYPES = frozenset(
         "invoice.due_date_changed",
     }
 )
-CONFIG_WAIT_SECONDS = catalog.CONFIG_WAIT_SECONDS
 
 PaymentsEventT = PaymentSucceeded | PaymentFailed | InvoiceSent | InvoicePaid | InvoiceVoided | InvoiceDueDateChanged
 _payments = TypeAdapter[PaymentsEventT](PaymentsEvent)
 topics = runtime.topics
-metrics = runtime.metrics
 
 #: ``<shop_id>:<customer_id>`` -> ``{"count": n, "orders": {order_id: [event_id, n]}}``
 order_counts = fenced_table(app, "order-counts", partitions=runtime.settings.topic_partitions)
@@ -70,7 +63,7 @@ async def route_payments(stream: StreamT[bytes]) -> None:
 
 async def _route(event: PaymentsEventT, lineage: Lineage) -> None:
     if isinstance(event, InvoiceSent | InvoicePaid):
-        await catalog.react(event, lineage)  # the catalog's invoice emails: no state needed
+        await judge_catalog_event(event, lineage)  # the catalog's invoice emails: no state needed
     if isinstance(event, InvoiceSent | InvoicePaid | InvoiceVoided | InvoiceDueDateChanged):
         # ...and the invoice's schedule of reminders: state per invoice, on its partition.
         invoice = RoutedInvoice(lineage=lineage, event=event)
@@ -94,9 +87,6 @@ async def count_orders(stream: StreamT[bytes]) -> None:
             order_counts[key] = counted.state
         if counted.count is None:
             continue
-        if not await runtime.shop_config.wait_until(event.occurred_at, CONFIG_WAIT_SECONDS):
-            metrics.config_waits.inc()
-            logger.warning("shop-config lags event_id=%s by more than %ss", event.event_id, CONFIG_WAIT_SECONDS)
+        await wait_for_config(event.occurred_at, f"event_id={event.event_id}")
         for action in decide(event, counted.count, runtime.shop_config.store.view(event.shop_id), routed.lineage):
-            await topics.actions.send(key=action.action_id.encode(), value=action.model_dump_json().encode())
-            metrics.actions.labels(action.trigger, action.effect.channel).inc()
+            await publish(action)

@@ -53,7 +53,7 @@ from streamapp.decode import decode
 from streamapp.embedded.kafka import EmbeddedKafka, ensure_kafka_libs
 from streamapp.embedded.postgres import EmbeddedPostgres
 from streamapp.embedded.process import ChildProcess, free_port
-from streamapp.order_count import ShopView, apply_payment, customer_key, decide
+from streamapp.rules.order_count import ShopView, apply_payment, customer_key, decide
 from streamapp.settings import Settings
 from streamapp.topics import ACTIONS, DEAD_LETTERS, PAYMENTS, ensure_topics, topic_name
 

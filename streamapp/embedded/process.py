@@ -100,6 +100,10 @@ class ChildProcess:
         """The exit code, or None while running."""
         return self._proc.poll()
 
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the process (the fault tests freeze and wake workers with SIGSTOP and SIGCONT)."""
+        self._proc.send_signal(sig)
+
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the process's output, for error messages."""
         try:
@@ -154,6 +158,11 @@ class EmbeddedService(abc.ABC):
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
+
+    @property
+    def process(self) -> ChildProcess | None:
+        """The running service's process; None before start and after stop."""
+        return self._proc
 
     def stop(self) -> None:
         """Stop the process (see the class docstring) and remove its folder."""

@@ -59,7 +59,7 @@ def _go() -> str:
     return path
 
 
-def _go_environment(work: Path) -> dict[str, str]:
+def go_environment(work: Path) -> dict[str, str]:
     """The environment of ``go install``: its module and build caches inside ``work``, deleted afterwards.
 
     Not the user's ``~/go`` and ``~/.cache/go-build``: they may not be writable (CI, a service
@@ -102,7 +102,7 @@ def ensure_stripe_mock(cache_dir: Path, version: str = STRIPE_MOCK_VERSION) -> P
         staging = Path(tempfile.mkdtemp(prefix="stripe-mock-", dir=cache_dir))
         try:
             logger.info("Building stripe-mock %s with %s into %s", version, go, root)
-            env = _go_environment(staging)
+            env = go_environment(staging)
             env["GOBIN"] = str(staging / "bin")
             done = subprocess.run(  # noqa: S603 - argv is built by us, never a shell
                 [

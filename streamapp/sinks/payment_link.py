@@ -4,7 +4,7 @@ The link exists only once Stripe has answered, so this sink renders the email (t
 carries the chosen templates and every variable but ``payment_link``) and sends it through
 SMTP exactly as the email sink does (:func:`streamapp.sinks.email.build_message`, its send and
 its judgement of SMTP errors). Stripe is called through the official SDK's async methods
-(:mod:`streamapp.stripe_account`).
+(:mod:`streamapp.connections.stripe_account`).
 
 The ``deliveries`` row of the action (channel ``payment_link``) is the record and its row
 lock the mutex, as in the email and SMS sinks:
@@ -59,9 +59,17 @@ import asyncpg
 import stripe
 
 from schemas.actions import Action, EmailEffect, PaymentLinkEffect
-from streamapp.automation import render_parts
-from streamapp.catalog import BY_KEY, PARTS
+from streamapp.connections.stripe_account import (
+    StripeCredentials,
+    describe_error,
+    is_transient,
+    load_credentials,
+    new_http_client,
+    stripe_client,
+)
 from streamapp.errors import ConfigurationError, RetryableError
+from streamapp.rules.catalog import BY_KEY, PARTS
+from streamapp.rules.wording import render_parts
 from streamapp.settings import Settings
 from streamapp.sinks.base import Outcome, Sink, effect_of
 from streamapp.sinks.email import (
@@ -71,14 +79,6 @@ from streamapp.sinks.email import (
     describe_smtp_error,
     is_permanent_smtp_error,
     send_message,
-)
-from streamapp.stripe_account import (
-    StripeCredentials,
-    describe_error,
-    is_transient,
-    load_credentials,
-    new_http_client,
-    stripe_client,
 )
 from streamapp.templating import TemplateError
 

@@ -1,6 +1,7 @@
 """The SMS sink: sends an SMS action through the shop's Twilio account, once per ``action_id`` as far as Twilio allows.
 
-The official ``twilio`` SDK on its asyncio transport (:class:`~streamapp.sms.ReroutedHttpClient`),
+The official ``twilio`` SDK on its asyncio transport
+(:class:`~streamapp.connections.twilio_account.ReroutedHttpClient`),
 so the worker's event loop is never blocked on Twilio.
 
 The ``deliveries`` row of the action is the record and its row lock the mutex, exactly as in
@@ -44,11 +45,7 @@ import asyncpg
 from twilio.base.exceptions import TwilioRestException
 
 from schemas.actions import Action, SmsEffect
-from streamapp.errors import ConfigurationError, RetryableError
-from streamapp.settings import Settings
-from streamapp.sinks.base import Outcome, Sink, effect_of
-from streamapp.sinks.email import Sleep, backoff
-from streamapp.sms import (
+from streamapp.connections.twilio_account import (
     NETWORK_ERRORS,
     ReroutedHttpClient,
     TwilioCredentials,
@@ -57,6 +54,10 @@ from streamapp.sms import (
     load_credentials,
     rest_client,
 )
+from streamapp.errors import ConfigurationError, RetryableError
+from streamapp.settings import Settings
+from streamapp.sinks.base import Outcome, Sink, effect_of
+from streamapp.sinks.email import Sleep, backoff
 from streamapp.timeouts import BACKSTOP_SECONDS, awake_for
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from schemas.config import CatalogToggle, ShopAdmin, ShopProfile
-from streamapp import automation
+from streamapp.rules import automation
 from tests.conftest import settings_env
 from tests.harness.cli import Cli
 from tests.harness.services import Worker, wait_for

@@ -17,9 +17,9 @@ import asyncpg
 import pytest
 
 from schemas.actions import Action, Lineage, NotificationEffect, ToastEffect
+from streamapp.cli.notification_commands import Notification, list_notifications, mark_read
 from streamapp.db import upgrade
 from streamapp.errors import ConfigurationError
-from streamapp.notifications import Notification, list_notifications, mark_read
 from streamapp.sinks.notifications import LOCK_NAMESPACE, NotificationSink, ToastSink
 from tests.harness.cli import Cli as EntryPoint
 

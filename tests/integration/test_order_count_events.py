@@ -17,7 +17,7 @@ from datetime import timedelta
 import pytest
 
 from schemas.deadletter import DeadLetter
-from streamapp.order_count import action_id
+from streamapp.rules.order_count import action_id
 from tests.conftest import settings_env
 from tests.harness.services import Worker, wait_for
 from tests.harness.smtp import Recorder, smtp_server

@@ -22,22 +22,22 @@ import pytest
 from pydantic import SecretStr
 
 from schemas.actions import Action, EmailEffect, Lineage, PaymentLinkEffect
-from streamapp.automation import sources
-from streamapp.catalog import BY_KEY, sample_variables
-from streamapp.crypto import generate_key
-from streamapp.db import upgrade
-from streamapp.embedded.process import free_port
-from streamapp.embedded.stripe import EmbeddedStripe, ensure_stripe_mock
-from streamapp.errors import ConfigurationError, RetryableError
-from streamapp.settings import Settings
-from streamapp.sinks.payment_link import PaymentLinkSink
-from streamapp.stripe_account import (
+from streamapp.connections.crypto import generate_key
+from streamapp.connections.stripe_account import (
     StripeCredentials,
     delete_credentials,
     load_credentials,
     save_credentials,
     verify_credentials,
 )
+from streamapp.db import upgrade
+from streamapp.embedded.process import free_port
+from streamapp.embedded.stripe import EmbeddedStripe, ensure_stripe_mock
+from streamapp.errors import ConfigurationError, RetryableError
+from streamapp.rules.catalog import BY_KEY, sample_variables
+from streamapp.rules.wording import sources
+from streamapp.settings import Settings
+from streamapp.sinks.payment_link import PaymentLinkSink
 from tests.harness.cli import Cli
 from tests.harness.smtp import Recorder, smtp_server
 from tests.harness.stripe import RATE_LIMITED, StripeFaultProxy, stripe_error
@@ -662,6 +662,6 @@ def test_stripe_mock_instances_run_side_by_side_on_loopback_and_stop(base_settin
     with EmbeddedStripe(binary) as first, EmbeddedStripe(binary) as second:
         assert first.url != second.url and first.url.startswith("http://127.0.0.1:")
         assert first.start_seconds is not None and second.start_seconds is not None
-        proc = first._proc
+        proc = first.process
         assert proc is not None and proc.poll() is None
     assert proc.poll() is not None and not first.workdir.exists()

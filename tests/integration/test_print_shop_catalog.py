@@ -22,8 +22,9 @@ import pytest
 from pydantic import SecretStr
 
 from schemas.config import CatalogToggle, ShopAdmin, ShopProfile, SmsConnection, StripeConnection
-from streamapp import automation, sms, stripe_account
-from streamapp.crypto import generate_key
+from streamapp.connections import stripe_account, twilio_account
+from streamapp.connections.crypto import generate_key
+from streamapp.rules import automation
 from tests.conftest import settings_env
 from tests.harness.services import InThread, Worker, wait_for
 from tests.harness.smtp import Recorder, smtp_server
@@ -89,7 +90,9 @@ def new_shop(line: Line, *, twilio: bool = True, sms_rules: tuple[str, ...] = ()
         async def connect() -> None:
             conn = await asyncpg.connect(line.database_url)
             try:
-                await sms.save_credentials(conn, line.settings, shop, sms.TwilioCredentials(ACCOUNT, TOKEN, SENDER))
+                await twilio_account.save_credentials(
+                    conn, line.settings, shop, twilio_account.TwilioCredentials(ACCOUNT, TOKEN, SENDER)
+                )
             finally:
                 await conn.close()
 

@@ -20,14 +20,8 @@ import pytest
 from pydantic import SecretStr
 
 from schemas.actions import Action, EmailEffect, Lineage, SmsEffect
-from streamapp.crypto import generate_key
-from streamapp.db import upgrade
-from streamapp.embedded.process import free_port
-from streamapp.errors import ConfigurationError, RetryableError
-from streamapp.queries import get_delivery
-from streamapp.settings import Settings
-from streamapp.sinks.sms import SmsSink
-from streamapp.sms import (
+from streamapp.connections.crypto import generate_key
+from streamapp.connections.twilio_account import (
     TwilioCredentials,
     delete_credentials,
     load_credentials,
@@ -36,6 +30,12 @@ from streamapp.sms import (
     validate_credentials,
     verify_credentials,
 )
+from streamapp.db import upgrade
+from streamapp.embedded.process import free_port
+from streamapp.errors import ConfigurationError, RetryableError
+from streamapp.queries import get_delivery
+from streamapp.settings import Settings
+from streamapp.sinks.sms import SmsSink
 from tests.harness.twilio import TwilioFaultProxy
 from tests.integration.test_sinks import Sleeps, eventually
 

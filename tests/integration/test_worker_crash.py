@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from schemas.actions import Action
-from streamapp.order_count import action_id
+from streamapp.rules.order_count import action_id
 from tests.conftest import settings_env
 from tests.harness.services import Worker, wait_for
 from tests.harness.smtp import Recorder, smtp_server

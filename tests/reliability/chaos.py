@@ -35,10 +35,11 @@ from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
 from schemas.config import CatalogToggle, ShopAdmin, ShopProfile, SmsConnection, StripeConnection
-from streamapp import automation, order_count, sms, stripe_account
-from streamapp.crypto import generate_key
+from streamapp.connections import stripe_account, twilio_account
+from streamapp.connections.crypto import generate_key
 from streamapp.db import upgrade
 from streamapp.embedded.postgres import EmbeddedPostgres
+from streamapp.rules import automation, order_count
 from streamapp.settings import Settings
 from streamapp.topics import ACTIONS, ensure_topics, topic_name
 from tests.conftest import settings_env
@@ -337,11 +338,11 @@ class World:
         return time.monotonic() - started
 
     def pause(self, worker: Worker) -> None:
-        worker.process._proc.send_signal(signal.SIGSTOP)
+        worker.process.send_signal(signal.SIGSTOP)
         self.stopped.add(worker.process.pid)
 
     def resume(self, worker: Worker) -> None:
-        worker.process._proc.send_signal(signal.SIGCONT)
+        worker.process.send_signal(signal.SIGCONT)
         self.stopped.discard(worker.process.pid)
 
     # -- the end of a run -------------------------------------------------------------
@@ -466,7 +467,9 @@ def _configure_shop(world: World) -> None:
     async def connect() -> None:
         conn = await asyncpg.connect(line.database_url)
         try:
-            await sms.save_credentials(conn, line.settings, shop, sms.TwilioCredentials(ACCOUNT, TOKEN, SENDER))
+            await twilio_account.save_credentials(
+                conn, line.settings, shop, twilio_account.TwilioCredentials(ACCOUNT, TOKEN, SENDER)
+            )
             await stripe_account.save_credentials(
                 conn, line.settings, shop, stripe_account.StripeCredentials(STRIPE_KEY)
             )

@@ -21,7 +21,7 @@ import pytest
 from agents.actions import SHUTDOWN_GRACE, perform_unless_stopped
 from schemas.actions import Action, EmailEffect, Lineage
 from streamapp.db import upgrade
-from streamapp.order_count import action_id
+from streamapp.rules.order_count import action_id
 from streamapp.settings import Settings
 from streamapp.sinks.email import INTERRUPTED, EmailSink
 from streamapp.topics import ACTIONS, topic_name

@@ -43,8 +43,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
 from schemas.config import CatalogToggle, StripeConnection
-from streamapp import stripe_account
-from streamapp.crypto import generate_key
+from streamapp.connections import stripe_account
+from streamapp.connections.crypto import generate_key
 from tests.conftest import settings_env
 from tests.harness.cli import Cli
 from tests.harness.services import REPO_ROOT, InThread, Worker, wait_for
@@ -131,14 +131,14 @@ SENDER = "+15005550006"
 #: How long one command may take before the test fails (and the command is killed).
 COMMAND_TIMEOUT = 60.0
 #: Imports the command line once, then forks a fresh process for each command, which runs
-#: ``streamapp.cli.main()`` (the console script) with that command's arguments, environment and
+#: ``streamapp.cli.main.main()`` (the console script) with that command's arguments, environment and
 #: output files, and exits with its status: the command as users run it, without paying for the
 #: imports (seconds each on a loaded two-core machine) fifty times. The parent is single-threaded.
 #: A command may use 1 GiB more address space than the parent: a regression that allocates
 #: gigabytes fails with MemoryError instead of taking the machine's memory.
 ZYGOTE = """
 import json, os, resource, sys, traceback
-import streamapp.cli
+import streamapp.cli.main
 for line in sys.stdin:
     request = json.loads(line)
     pid = os.fork()
@@ -153,7 +153,7 @@ for line in sys.stdin:
         os.dup2(os.open(request["err"], os.O_WRONLY), 2)
         code = 0
         try:
-            streamapp.cli.main()
+            streamapp.cli.main.main()
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
         except BaseException:

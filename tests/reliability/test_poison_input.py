@@ -44,9 +44,9 @@ from hypothesis import strategies as st
 
 from schemas.config import ShopProfile
 from schemas.deadletter import DeadLetter
-from streamapp import automation, order_count
 from streamapp.decode import dead_letter_key
 from streamapp.errors import ConfigurationError
+from streamapp.rules import automation, order_count
 from streamapp.settings import Settings
 from streamapp.topics import ACTIONS, DEAD_LETTERS, ensure_topics, topic_name
 from tests.conftest import settings_env

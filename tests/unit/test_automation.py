@@ -15,9 +15,11 @@ from pydantic import TypeAdapter, ValidationError
 from schemas.actions import EmailEffect, Lineage, NotificationEffect, PaymentLinkEffect, SmsEffect, ToastEffect
 from schemas.config import CatalogTemplate, CatalogToggle
 from schemas.events import AnyCatalogEvent, CatalogEvent, JobStatusEvent
-from streamapp import automation
-from streamapp.automation import CatalogShop, decide, validate_override
-from streamapp.catalog import BY_KEY, RULES, sample_variables
+from streamapp.rules import wording
+from streamapp.rules.automation import decide
+from streamapp.rules.catalog import BY_KEY, RULES, sample_variables
+from streamapp.rules.config_store import CatalogShop
+from streamapp.rules.wording import validate_override
 from streamapp.templating import MAX_SOURCE_CHARS, TemplateError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
@@ -209,7 +211,7 @@ def test_every_rule_gets_every_variable_it_declares_from_its_event() -> None:
             sample = status(rule.trigger.to_status or "In Production")
         else:
             sample = samples[rule.trigger.key]
-        provided = automation.event_variables(sample, shop())
+        provided = wording.event_variables(sample, shop())
         assert set(sample_variables(rule)) <= set(provided), rule.key
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamapp.catalog import PARTS, RULES, TEMPLATES_DIR, CatalogRule, sample_variables
+from streamapp.rules.catalog import PARTS, RULES, TEMPLATES_DIR, CatalogRule, sample_variables
 from streamapp.templating import render
 
 #: The stable keys of the product document, in its order.

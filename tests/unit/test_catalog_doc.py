@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from streamapp import catalog_doc
-from streamapp.catalog import ART_APPROVAL_SENT, BY_KEY, RULES, CatalogRule
-from streamapp.catalog_doc import main, variables_markdown, variables_text
 from streamapp.errors import ConfigurationError
+from streamapp.rules import variables_doc
+from streamapp.rules.catalog import ART_APPROVAL_SENT, BY_KEY, RULES, CatalogRule
+from streamapp.rules.variables_doc import main, variables_markdown, variables_text
 
 DOC = variables_markdown()
 
@@ -42,8 +42,8 @@ def section_of(rule: CatalogRule) -> str:
 
 
 def test_committed_document_is_the_generated_one() -> None:
-    committed = catalog_doc.OUT.read_text(encoding="utf-8") if catalog_doc.OUT.exists() else ""
-    assert committed == DOC, "docs/variables.md is stale; regenerate it with `python -m streamapp.catalog_doc`"
+    committed = variables_doc.OUT.read_text(encoding="utf-8") if variables_doc.OUT.exists() else ""
+    assert committed == DOC, "docs/variables.md is stale; regenerate it with `python -m streamapp.rules.variables_doc`"
     assert main(["--check"]) == 0
 
 
@@ -51,10 +51,10 @@ def test_check_reports_a_stale_file_and_writing_fixes_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "docs" / "variables.md"
-    monkeypatch.setattr(catalog_doc, "OUT", out)
+    monkeypatch.setattr(variables_doc, "OUT", out)
 
     assert main(["--check"]) == 1
-    assert "run python -m streamapp.catalog_doc" in capsys.readouterr().err
+    assert "run python -m streamapp.rules.variables_doc" in capsys.readouterr().err
     assert main([]) == 0
     assert out.read_text(encoding="utf-8") == DOC
     assert main(["--check"]) == 0

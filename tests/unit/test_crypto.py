@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from streamapp.crypto import check_key, generate_key, seal, unseal
+from streamapp.connections.crypto import check_key, generate_key, seal, unseal
 from streamapp.errors import ConfigurationError
 from streamapp.settings import Settings
 

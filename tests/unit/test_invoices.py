@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from streamapp.invoices import due_steps, fired_by, record, schedule, upcoming
+from streamapp.rules.invoice_schedule import due_steps, fired_by, record, schedule, upcoming
 
 CHICAGO = ZoneInfo("America/Chicago")
 DUE = date(2026, 12, 15)

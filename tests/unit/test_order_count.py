@@ -10,7 +10,8 @@ import pytest
 from schemas.actions import Lineage
 from schemas.config import EmailTemplate, OrderCountRule
 from schemas.events import PaymentSucceeded
-from streamapp.order_count import ShopView, action_id, apply_payment, decide, format_money
+from streamapp.rules.money import format_money
+from streamapp.rules.order_count import ShopView, action_id, apply_payment, decide
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 LINEAGE = Lineage(event_id="e", topic="payments", partition=0, offset=7)

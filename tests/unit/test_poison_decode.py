@@ -35,8 +35,6 @@ from schemas.actions import Action, Lineage
 from schemas.config import CatalogToggle
 from schemas.deadletter import DeadLetter, Reason
 from schemas.events import CatalogEvent, InvoiceEvent, JobStatusEvent, OrdersEvent, PaymentsEvent
-from streamapp import automation, invoices
-from streamapp.catalog import RULES
 from streamapp.decode import (
     DEAD_LETTER_MAX_BYTES,
     MAX_DEPTH,
@@ -45,7 +43,10 @@ from streamapp.decode import (
     dead_letter_key,
     decode,
 )
-from streamapp.order_count import format_money
+from streamapp.rules import automation, invoice_schedule
+from streamapp.rules.catalog import RULES
+from streamapp.rules.config_store import CatalogShop
+from streamapp.rules.money import format_money
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "schemas" / "examples"
@@ -599,7 +600,8 @@ def assert_answers(
 
 # -- the properties ----------------------------------------------------------------------------------
 def test_the_contracts_are_the_ones_the_worker_decodes_with() -> None:
-    from agents.catalog import JOB_STATUS_TYPES, ORDER_TYPES  # noqa: PLC0415 - builds the worker's app
+    from agents.job_status import JOB_STATUS_TYPES  # noqa: PLC0415 - builds the worker's app
+    from agents.orders import ORDER_TYPES  # noqa: PLC0415
     from agents.payments import PAYMENT_TYPES  # noqa: PLC0415
 
     assert CONTRACTS["orders"].types == ORDER_TYPES
@@ -690,12 +692,12 @@ def test_the_largest_dead_letters_with_the_longest_detail_still_fit(key: bytes |
 LINEAGE = Lineage(event_id="e", topic="t", partition=0, offset=0)
 
 
-def _everything_on(shop_id: str, zone: str) -> automation.CatalogShop:
+def _everything_on(shop_id: str, zone: str) -> CatalogShop:
     on = {
         rule.key: CatalogToggle(shop_id=shop_id, rule=rule.key, enabled=True, updated_at=datetime(1, 1, 1, tzinfo=UTC))
         for rule in RULES
     }
-    return automation.CatalogShop(
+    return CatalogShop(
         shop_id=shop_id,
         shop_name="Acme Print Co.",
         time_zone=ZoneInfo(zone),
@@ -744,11 +746,11 @@ def test_the_catalog_and_the_invoice_schedule_take_any_valid_event_without_raisi
         for action in automation.decide(outcome, shop, LINEAGE, toast_ttl=ttl).actions:
             assert Action.model_validate_json(action.model_dump_json()) == action
     if isinstance(outcome, InvoiceEvent):
-        state = invoices.apply_event(None, outcome, partition=0, zone=ZoneInfo(zone))
+        state = invoice_schedule.apply_event(None, outcome, partition=0, zone=ZoneInfo(zone))
         if state is not None:
-            on = {rule: None for rule in (*invoices.CUSTOMER_STEPS, invoices.ADMIN_STEP)}
+            on = {rule: None for rule in (*invoice_schedule.CUSTOMER_STEPS, invoice_schedule.ADMIN_STEP)}
             for now in (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)):
-                invoices.due_steps(state, now, ZoneInfo(zone), enabled_since=on)
+                invoice_schedule.due_steps(state, now, ZoneInfo(zone), enabled_since=on)
 
 
 @settings(POISON, max_examples=300)
@@ -756,9 +758,9 @@ def test_the_catalog_and_the_invoice_schedule_take_any_valid_event_without_raisi
     st.one_of(st.dates(), st.dates(min_value=date(9999, 9, 1)), st.dates(max_value=date(1, 3, 1))), st.integers(0, 60)
 )
 def test_an_invoice_schedule_exists_for_any_due_date(due: date, due_soon_days: int) -> None:
-    steps = invoices.schedule(due, ZoneInfo("Pacific/Kiritimati"), due_soon_days)
+    steps = invoice_schedule.schedule(due, ZoneInfo("Pacific/Kiritimati"), due_soon_days)
     assert [step.at for step in steps] == sorted(step.at for step in steps)
-    assert {step.rule for step in steps} <= {*invoices.CUSTOMER_STEPS, invoices.ADMIN_STEP}
+    assert {step.rule for step in steps} <= {*invoice_schedule.CUSTOMER_STEPS, invoice_schedule.ADMIN_STEP}
 
 
 @settings(POISON, max_examples=300)

@@ -19,14 +19,8 @@ import stripe
 from pydantic import SecretStr
 
 from schemas.actions import Action, Lineage, PaymentLinkEffect
-from streamapp.automation import sources
-from streamapp.catalog import BY_KEY, sample_variables
-from streamapp.crypto import generate_key, seal
-from streamapp.embedded.stripe import _go_environment, ensure_stripe_mock
-from streamapp.errors import ConfigurationError
-from streamapp.settings import Settings
-from streamapp.sinks.payment_link import checkout_params, render_email
-from streamapp.stripe_account import (
+from streamapp.connections.crypto import generate_key, seal
+from streamapp.connections.stripe_account import (
     MAX_HINT_CHARS,
     StripeAccount,
     StripeCredentials,
@@ -37,6 +31,12 @@ from streamapp.stripe_account import (
     unseal_credentials,
     validate_credentials,
 )
+from streamapp.embedded.stripe import ensure_stripe_mock, go_environment
+from streamapp.errors import ConfigurationError
+from streamapp.rules.catalog import BY_KEY, sample_variables
+from streamapp.rules.wording import sources
+from streamapp.settings import Settings
+from streamapp.sinks.payment_link import checkout_params, render_email
 from streamapp.templating import TemplateError
 
 SECRET = "sk_test_51UnitTestKey0123456789wxyz"
@@ -311,7 +311,7 @@ def test_go_builds_in_its_own_caches_keeping_the_users_settings(
 ) -> None:
     monkeypatch.setenv("GOFLAGS", "-buildvcs=false")
     monkeypatch.setenv("GOPROXY", "https://proxy.example")
-    env = _go_environment(tmp_path)
+    env = go_environment(tmp_path)
     assert env["GOFLAGS"] == "-buildvcs=false -modcacherw"
     assert env["GOPROXY"] == "https://proxy.example"
     assert env["GOCACHE"] == str(tmp_path / "gocache") and env["GOMODCACHE"].startswith(str(tmp_path))

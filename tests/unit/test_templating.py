@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from streamapp import templating
 from streamapp.templating import (
     MAX_OUTPUT_CHARS,
     MAX_RENDER_SECONDS,
     MAX_SOURCE_CHARS,
     TemplateError,
     html_to_text,
+    limits,
     render,
     render_email,
     render_text,
@@ -240,7 +240,7 @@ def test_data_that_looks_like_a_template_is_data() -> None:
 
 
 def test_loop_turns_count_across_loops_and_each_render_starts_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(templating, "MAX_LOOP_ITERATIONS", 10_000)
+    monkeypatch.setattr(limits, "MAX_LOOP_ITERATIONS", 10_000)
     light = "{% for a in range(4000) %}{% endfor %}{% for a in range(4000) %}{% endfor %}done"
     for _ in range(3):  # 8,000 turns each time: under the limit every time
         assert render(light, {}, name="t") == "done"

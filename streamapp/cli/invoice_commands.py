@@ -17,10 +17,12 @@ from zoneinfo import ZoneInfo
 import click
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streamapp import automation, invoices, shop_config
-from streamapp.admin import _quiet_libraries, _run, _settings, _table, shop_option
-from streamapp.catalog import BY_KEY
+from streamapp import shop_config
+from streamapp.cli import common
 from streamapp.errors import ConfigurationError
+from streamapp.rules import automation, invoice_schedule
+from streamapp.rules.catalog import BY_KEY
+from streamapp.rules.config_store import CatalogShop
 from streamapp.settings import Settings
 from streamapp.topics import INVOICES_CHANGELOG, topic_name
 
@@ -72,7 +74,7 @@ def _key(raw: bytes | None) -> str:
 
 
 def forecast(
-    states: dict[str, dict[str, Any]], shop: automation.CatalogShop, due_soon_days: int, now: datetime, days: int
+    states: dict[str, dict[str, Any]], shop: CatalogShop, due_soon_days: int, now: datetime, days: int
 ) -> list[tuple[datetime, str, dict[str, Any]]]:
     """(moment, rule, invoice state) of every step due before ``now + days``, soonest first."""
     horizon = now + timedelta(days=days)
@@ -81,7 +83,7 @@ def forecast(
         if state.get("shop_id") != shop.shop_id:
             continue
         past = datetime(1970, 1, 1, tzinfo=UTC)
-        for step in invoices.upcoming(state, past, horizon, shop.time_zone, due_soon_days=due_soon_days):
+        for step in invoice_schedule.upcoming(state, past, horizon, shop.time_zone, due_soon_days=due_soon_days):
             rule_state = automation.rule_state(BY_KEY[step.rule], shop)
             if rule_state.enabled and (rule_state.since is None or rule_state.since <= step.at):
                 found.append((step.at, step.rule, state))
@@ -91,20 +93,20 @@ def forecast(
 @click.group("invoices")
 def invoices_group() -> None:
     """Invoices over time: reminders and escalations."""
-    _quiet_libraries()
+    common.quiet_libraries()
 
 
 @invoices_group.command("upcoming")
-@shop_option
+@common.shop_option
 @click.option("--days", type=click.IntRange(1, 366), default=7, show_default=True, help="How far to look ahead.")
 def invoices_upcoming(shop: str, days: int) -> None:
     """The reminders and escalations due to fire in the coming days, soonest first."""
-    settings = _settings(kafka=True)
-    store = _run(shop_config.load(settings))
-    states = _run(read_invoices(settings))
-    view = automation.shop_view(store, shop)
+    settings = common.settings(kafka=True)
+    store = common.run(shop_config.load(settings))
+    states = common.run(read_invoices(settings))
+    view = store.catalog_view(shop)
     profile = store.profile(shop)
-    due_soon_days = profile.due_soon_days if profile else invoices.DEFAULT_DUE_SOON_DAYS
+    due_soon_days = profile.due_soon_days if profile else invoice_schedule.DEFAULT_DUE_SOON_DAYS
     now = datetime.now(UTC)
     coming = forecast(states, view, due_soon_days, now, days)
     if not coming:
@@ -121,7 +123,7 @@ def invoices_upcoming(shop: str, days: int) -> None:
         ]
         for moment, rule, state in coming
     ]
-    _table(["WHEN", "RULE", "CHANNEL", "INVOICE", "CUSTOMER", "DUE DATE"], rows)
+    common.table(["WHEN", "RULE", "CHANNEL", "INVOICE", "CUSTOMER", "DUE DATE"], rows)
 
 
 def _local(moment: datetime, zone: ZoneInfo) -> str:

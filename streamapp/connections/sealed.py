@@ -1,7 +1,7 @@
 """A shop's provider credentials at rest: sealed for that shop, stored one row per shop.
 
 Twilio's and Stripe's credentials are kept the same way: the fields are sealed together
-with the shop's id and a layout version (:mod:`streamapp.crypto`), so a value copied onto
+with the shop's id and a layout version (:mod:`streamapp.connections.crypto`), so a value copied onto
 another shop's row, or written by a version with another layout, is refused instead of
 used; the sealed bytes live in a table ``(shop_id primary key, sealed, updated_at)``.
 """
@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from streamapp.crypto import seal, unseal
+from streamapp.connections.crypto import seal, unseal
 from streamapp.errors import ConfigurationError
 from streamapp.queries import Queryable
 from streamapp.settings import Settings

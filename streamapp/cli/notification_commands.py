@@ -9,7 +9,7 @@ shop: when one admin marks it read, it is read for every admin. Per-admin read s
 of shop-wide rows would need a table of reads; the dashboard has not asked for it.
 
 Time comes in as ``now`` (default: the wall clock) so that toast expiry is testable
-without waiting. The commands follow :mod:`streamapp.admin`'s conventions: bad input is
+without waiting. The commands follow :mod:`streamapp.cli.shop_commands`'s conventions: bad input is
 a ConfigurationError (one line, exit 2), an unreachable database a RetryableError (one
 line, exit 1), results on stdout.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from streamapp.admin import ID, _query, _quiet_libraries, _run, _settings, _table, _when, shop_option
+from streamapp.cli import common
 from streamapp.errors import ConfigurationError
 from streamapp.queries import Queryable
 
@@ -142,7 +142,7 @@ async def mark_read(
 admin_option = click.option(
     "--admin",
     "admin",
-    type=ID,
+    type=common.ID,
     default=None,
     metavar="ADMIN",
     help="Admin id: their notifications plus the shop-wide ones (default: the whole shop's).",
@@ -152,7 +152,7 @@ admin_option = click.option(
 @click.group()
 def notifications() -> None:
     """Admin notifications and toasts on the shop's dashboard."""
-    _quiet_libraries()
+    common.quiet_libraries()
 
 
 def _state(notification: Notification, now: datetime) -> str:
@@ -162,7 +162,7 @@ def _state(notification: Notification, now: datetime) -> str:
 
 
 @notifications.command("list")
-@shop_option
+@common.shop_option
 @admin_option
 @click.option("--unread", is_flag=True, help="Only the unread ones.")
 @click.option("--all", "include_expired", is_flag=True, help="Also toasts that have expired.")
@@ -175,10 +175,10 @@ def notifications_list(
 
     Recipient "(shop)" is a shop-wide row: a toast, or a notification of a shop without admins.
     """
-    settings = _settings(database=True)
+    settings = common.settings(database=True)
     now = datetime.now(UTC)
-    found = _run(
-        _query(
+    found = common.run(
+        common.query(
             settings,
             lambda conn: list_notifications(
                 conn,
@@ -202,7 +202,7 @@ def notifications_list(
     rows = [
         [
             str(n.notification_id),
-            _when(n.created_at),
+            common.when(n.created_at),
             n.admin_id or "(shop)",
             n.kind,
             n.rule_key,
@@ -211,16 +211,16 @@ def notifications_list(
         ]
         for n in found
     ]
-    _table(["ID", "TIME", "TO", "KIND", "RULE", "STATE", "TITLE"], rows)
+    common.table(["ID", "TIME", "TO", "KIND", "RULE", "STATE", "TITLE"], rows)
 
 
 @notifications.command("read")
-@shop_option
+@common.shop_option
 @admin_option
-@click.argument("ids", nargs=-1, type=click.IntRange(1, _MAX_ID), metavar="[ID]...")
+@click.argument("ids", nargs=-1, type=click.IntRange(1, _MAX_ID), metavar="[common.ID]...")
 @click.option("--all", "all_unread", is_flag=True, help="Mark every unread one read.")
 def notifications_read(*, shop: str, admin: str | None, ids: tuple[int, ...], all_unread: bool) -> None:
-    """Mark notifications read, by ID (see `notifications list`) or --all.
+    """Mark notifications read, by common.ID (see `notifications list`) or --all.
 
     A shop-wide notification or toast has one read state: marked read by one admin, it is read for all.
     """
@@ -228,9 +228,9 @@ def notifications_read(*, shop: str, admin: str | None, ids: tuple[int, ...], al
         raise ConfigurationError("give notification IDs or --all, not both")
     if not ids and not all_unread:
         raise ConfigurationError("give the IDs of the notifications to mark read, or --all")
-    settings = _settings(database=True)
+    settings = common.settings(database=True)
     wanted = None if all_unread else list(ids)
-    count = _run(_query(settings, lambda conn: mark_read(conn, shop, wanted, admin)))
+    count = common.run(common.query(settings, lambda conn: mark_read(conn, shop, wanted, admin)))
     plural = "" if count == 1 else "s"
     already = len(set(ids)) - count
     rest = f" ({already} already read)" if ids and already else ""

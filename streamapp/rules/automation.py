@@ -20,15 +20,10 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
-from functools import cache
-from typing import Any, Literal
-from zoneinfo import ZoneInfo
-
-from annotated_types import MaxLen
-from pydantic import BaseModel
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from schemas.actions import (
     Action,
@@ -40,83 +35,22 @@ from schemas.actions import (
     SmsEffect,
     ToastEffect,
 )
-from schemas.config import CatalogTemplate, CatalogToggle
 from schemas.events import (
-    ArtworkDeclined,
-    ArtworkResubmitted,
     CatalogEvent,
-    InvoicePaid,
     InvoiceSent,
-    JobEvent,
     JobStatusChanged,
     LeadCreated,
-    OrderSubmitted,
-    ReorderRequested,
-    TrackingAdded,
     same_status,
 )
-from streamapp.catalog import BY_KEY, PARTS, RULES, CatalogRule, sample_variables
-from streamapp.invoices import local_day
-from streamapp.order_count import format_money
-from streamapp.shop_config import ConfigStore
-from streamapp.templating import TemplateError, render, render_text
+from streamapp.rules.catalog import RULES, CatalogRule, sample_variables
+from streamapp.rules.config_store import CatalogShop
+from streamapp.rules.wording import LINK_PLACEHOLDER, event_variables, render_parts, rule_variables, sources
+from streamapp.templating import TemplateError
 
 #: Namespace of catalog action ids; changing it changes every id, so never do.
 CATALOG_NAMESPACE = uuid.UUID("2b7c0f4e-9d1a-4c55-8e0b-5a6f3d2c1e97")
-#: Parts rendered as HTML; every other part is plain text.
-HTML_PARTS = frozenset({"body.html"})
-#: Parts that are one line (whitespace collapsed).
-ONE_LINE_PARTS = frozenset({"subject", "title"})
-#: Longest SMS text: Twilio's limit for one message (it is split into segments).
-MAX_SMS_CHARS = 1600
-
-
-def _max_length(model: type[BaseModel], name: str) -> int:
-    return next(item.max_length for item in model.model_fields[name].metadata if isinstance(item, MaxLen))
-
-
-#: Longest title and text of a dashboard message (the action's contract). A longer rendering
-#: is cut, ending in an ellipsis: a lead's 4000-character message must not cost the admins
-#: their notification; the event keeps the whole text.
-PART_LIMITS = {
-    (channel, part): _max_length(model, part)
-    for channel, model in (("notification", NotificationEffect), ("toast", ToastEffect))
-    for part in ("title", "text")
-}
 
 Skip = Literal["off", "not_yet_on", "twilio_not_connected", "no_phone", "stripe_not_connected", "nothing_due"]
-#: Stands for the Stripe Checkout link when a payment-link email is validated before the
-#: session exists (the sink renders the real one).
-LINK_PLACEHOLDER = "https://checkout.stripe.com/c/pay/cs_pending"
-
-
-@dataclass(frozen=True)
-class CatalogShop:
-    """What the catalog needs of one shop's configuration."""
-
-    shop_id: str
-    shop_name: str
-    time_zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
-    toggles: Mapping[str, CatalogToggle] = field(default_factory=dict)
-    templates: Mapping[str, CatalogTemplate] = field(default_factory=dict)
-    admin_ids: tuple[str, ...] = ()
-    sms_connected: bool = False
-    stripe_connected: bool = False
-
-
-def shop_view(store: ConfigStore, shop_id: str) -> CatalogShop:
-    """``shop_id``'s catalog configuration as the store has it now."""
-    profile = store.profile(shop_id)
-    return CatalogShop(
-        shop_id=shop_id,
-        shop_name=profile.name if profile else shop_id,
-        time_zone=ZoneInfo(profile.time_zone if profile else "UTC"),
-        toggles=store.catalog_toggles(shop_id),
-        templates=store.catalog_templates(shop_id),
-        admin_ids=tuple(admin.admin_id for admin in store.admins(shop_id)),
-        sms_connected=store.sms_connection(shop_id) is not None,
-        stripe_connected=store.stripe_connection(shop_id) is not None,
-    )
 
 
 @dataclass(frozen=True)
@@ -156,160 +90,6 @@ def matching_rules(event: CatalogEvent) -> list[CatalogRule]:
 def action_id(shop_id: str, rule_key: str, event_id: str) -> str:
     """Deterministic id of one catalog rule firing for one event."""
     return str(uuid.uuid5(CATALOG_NAMESPACE, f"catalog/{shop_id}/{rule_key}/{event_id}"))
-
-
-# -- variables ---------------------------------------------------------------------------------
-def long_date(day: date) -> str:
-    return f"{day:%B} {day.day}, {day.year}"
-
-
-def _order_submitted(event: OrderSubmitted, shop: CatalogShop) -> dict[str, str]:
-    return {
-        "portal_link": event.portal_url,
-        "order_number": event.order_number,
-        "order_total": format_money(event.total_cents, event.currency),
-    }
-
-
-def _reorder_requested(event: ReorderRequested, shop: CatalogShop) -> dict[str, str]:
-    return {"notes": event.notes}
-
-
-def _lead_created(event: LeadCreated, shop: CatalogShop) -> dict[str, str]:
-    lead = event.lead
-    return {
-        "lead_name": lead.name,
-        "lead_email": lead.email or "",
-        "lead_phone": lead.phone or "",
-        "lead_source": event.source,
-        "lead_message": lead.message,
-    }
-
-
-def _status_changed(event: JobStatusChanged, shop: CatalogShop) -> dict[str, str]:
-    values = {"portal_link": event.portal_url, "from_status": event.from_status or "", "to_status": event.to_status}
-    if event.review_url is not None:
-        values["review_link"] = event.review_url
-    if event.invoice is not None:
-        values |= {"invoice_number": event.invoice.invoice_number, "invoice_link": event.invoice.invoice_url}
-    return values
-
-
-def _artwork_declined(event: ArtworkDeclined, shop: CatalogShop) -> dict[str, str]:
-    return {"decline_reason": event.reason}
-
-
-def _artwork_resubmitted(event: ArtworkResubmitted, shop: CatalogShop) -> dict[str, str]:
-    return {"review_link": event.review_url}
-
-
-def _tracking_added(event: TrackingAdded, shop: CatalogShop) -> dict[str, str]:
-    return {
-        "portal_link": event.portal_url,
-        "carrier": event.carrier,
-        "tracking_numbers": ", ".join(event.tracking_numbers),
-    }
-
-
-def _invoice_sent(event: InvoiceSent, shop: CatalogShop) -> dict[str, str]:
-    invoice = event.invoice
-    return {
-        "invoice_number": invoice.invoice_number,
-        "invoice_link": invoice.invoice_url,
-        "total_due": format_money(invoice.total_due_cents, invoice.currency),
-        "due_date": long_date(invoice.due_date) if invoice.due_date else "upon receipt",
-    }
-
-
-def _invoice_paid(event: InvoicePaid, shop: CatalogShop) -> dict[str, str]:
-    invoice = event.invoice
-    return {
-        "invoice_number": invoice.invoice_number,
-        "invoice_link": invoice.invoice_url,
-        "amount_paid": format_money(event.amount_paid_cents, invoice.currency),
-        "paid_on": long_date(local_day(event.occurred_at, shop.time_zone)),
-    }
-
-
-#: Event type -> the variables only it provides.
-_SPECIFIC: dict[type[Any], Callable[[Any, CatalogShop], dict[str, str]]] = {
-    OrderSubmitted: _order_submitted,
-    ReorderRequested: _reorder_requested,
-    LeadCreated: _lead_created,
-    JobStatusChanged: _status_changed,
-    ArtworkDeclined: _artwork_declined,
-    ArtworkResubmitted: _artwork_resubmitted,
-    TrackingAdded: _tracking_added,
-    InvoiceSent: _invoice_sent,
-    InvoicePaid: _invoice_paid,
-}
-
-
-def event_variables(event: CatalogEvent, shop: CatalogShop) -> dict[str, str]:
-    """Every template variable ``event`` provides (each rule takes the ones it declares)."""
-    values: dict[str, str] = {"shop_name": shop.shop_name}
-    if not isinstance(event, LeadCreated):
-        values |= {"customer_name": event.customer.name, "customer_email": event.customer.email}
-    if isinstance(event, JobEvent | ReorderRequested):
-        values |= {"job_number": event.job.job_number, "job_name": event.job.job_name}
-    return values | _SPECIFIC[type(event)](event, shop)
-
-
-def rule_variables(rule: CatalogRule, available: Mapping[str, str]) -> dict[str, str]:
-    """The variables ``rule`` declares, from what the event provides (a KeyError names a missing one)."""
-    return {variable.name: available[variable.name] for variable in rule.trigger.variables}
-
-
-# -- wording -----------------------------------------------------------------------------------
-@cache
-def default_source(rule_key: str, part: str) -> str:
-    """The catalog's default template of one part (read once per process)."""
-    return BY_KEY[rule_key].template_path(part).read_text(encoding="utf-8")
-
-
-def sources(rule: CatalogRule, override: CatalogTemplate | None) -> dict[str, str]:
-    """The template of each part of ``rule``: the shop's wording where it has one, else the default."""
-    parts: dict[str, str] = {str(k): v for k, v in override.parts.items()} if override is not None else {}
-    return {part: parts.get(part) or default_source(rule.key, part) for part in PARTS[rule.channel]}
-
-
-def render_parts(rule: CatalogRule, templates: Mapping[str, str], variables: Mapping[str, str]) -> dict[str, str]:
-    """Render every part of ``rule`` in the sandbox; TemplateError names ``<rule>/<part>`` and the line."""
-    rendered: dict[str, str] = {}
-    for part, source in templates.items():
-        name = f"{rule.key}/{part}"
-        text = render(source, variables, name=name) if part in HTML_PARTS else render_text(source, variables, name=name)
-        if part in ONE_LINE_PARTS:
-            text = " ".join(text.split())
-            if not text:
-                raise TemplateError(f"{name}: renders empty; it needs some text")
-        elif rule.channel == "sms":
-            text = text.strip()
-            if not text:
-                raise TemplateError(f"{name}: renders empty; it needs some text")
-            if len(text) > MAX_SMS_CHARS:
-                raise TemplateError(f"{name}: renders {len(text)} characters; an SMS holds at most {MAX_SMS_CHARS}")
-        limit = PART_LIMITS.get((rule.channel, part))
-        if limit is not None and len(text) > limit:
-            text = text[: limit - 1] + "\u2026"
-        rendered[part] = text
-    return rendered
-
-
-def validate_override(rule: CatalogRule, parts: Mapping[str, str]) -> None:
-    """Refuse wording that would not render: unknown part or variable, syntax, sandbox, size.
-
-    Renders every part with the rule's sample variables (and only those), so a
-    template can use exactly the variables the catalogue lists for the rule.
-    """
-    allowed = PARTS[rule.channel]
-    unknown = sorted(set(parts) - set(allowed))
-    if unknown:
-        raise TemplateError(
-            f"{rule.key} ({rule.channel}) has no part {', '.join(unknown)}; its parts are {', '.join(allowed)}"
-        )
-    merged = {part: parts.get(part) or default_source(rule.key, part) for part in allowed}
-    render_parts(rule, merged, sample_variables(rule))
 
 
 # -- actions -----------------------------------------------------------------------------------

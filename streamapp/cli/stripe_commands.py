@@ -1,7 +1,7 @@
 """Connecting a shop's Stripe account: ``streamapp stripe connect|disconnect|status``.
 
 The secret key goes to PostgreSQL, sealed with ``STREAMAPP_SECRET_KEY``
-(:mod:`streamapp.stripe_account`); only the fact that the shop is connected, with a
+(:mod:`streamapp.connections.stripe_account`); only the fact that the shop is connected, with a
 display hint of the account, goes to the ``shop-config`` topic, which is what lets the
 payment-link rule fire. The key is read from ``STRIPE_SECRET_KEY`` or a hidden prompt, so it
 never shows in the process list or the shell history, and it is never printed.
@@ -12,18 +12,19 @@ from __future__ import annotations
 import click
 
 from schemas.config import StripeConnection
-from streamapp import crypto, shop_config, stripe_account
-from streamapp.admin import _build, _now, _query, _quiet_libraries, _run, _settings, _when, shop_option
+from streamapp import shop_config
+from streamapp.cli import common
+from streamapp.connections import crypto, stripe_account
 
 
 @click.group("stripe")
 def stripe() -> None:
     """The shop's Stripe account, which payment links are created in."""
-    _quiet_libraries()
+    common.quiet_libraries()
 
 
 @stripe.command("connect")
-@shop_option
+@common.shop_option
 @click.option(
     "--secret-key",
     envvar="STRIPE_SECRET_KEY",
@@ -36,24 +37,24 @@ def stripe_connect(shop: str, secret_key: str) -> None:
     """Connect Stripe: check the key with Stripe, store it sealed, let payment links be created."""
     creds = stripe_account.StripeCredentials(secret_key.strip())
     stripe_account.validate_credentials(creds)
-    settings = _settings(kafka=True, database=True)
+    settings = common.settings(kafka=True, database=True)
     crypto.check_key(settings)
-    account = _run(stripe_account.verify_credentials(settings, creds))
-    _run(_query(settings, lambda conn: stripe_account.save_credentials(conn, settings, shop, creds)))
-    record = _build(StripeConnection, shop_id=shop, account_hint=account.hint, updated_at=_now())
-    _run(shop_config.publish(settings, record))
+    account = common.run(stripe_account.verify_credentials(settings, creds))
+    common.run(common.query(settings, lambda conn: stripe_account.save_credentials(conn, settings, shop, creds)))
+    record = common.build(StripeConnection, shop_id=shop, account_hint=account.hint, updated_at=common.now())
+    common.run(shop_config.publish(settings, record))
     click.echo(f"shop {shop} is connected to Stripe account {record.account_hint}")
 
 
 @stripe.command("disconnect")
-@shop_option
+@common.shop_option
 def stripe_disconnect(shop: str) -> None:
     """Disconnect Stripe: payment links stop, and the stored key is deleted."""
-    settings = _settings(kafka=True, database=True)
-    connected = _run(shop_config.load(settings)).stripe_connection(shop) is not None
+    settings = common.settings(kafka=True, database=True)
+    connected = common.run(shop_config.load(settings)).stripe_connection(shop) is not None
     if connected:  # first stop new payment-link actions, then forget the key
-        _run(shop_config.delete(settings, f"stripe_connection:{shop}:{shop}"))
-    deleted = _run(_query(settings, lambda conn: stripe_account.delete_credentials(conn, shop)))
+        common.run(shop_config.delete(settings, f"stripe_connection:{shop}:{shop}"))
+    deleted = common.run(common.query(settings, lambda conn: stripe_account.delete_credentials(conn, shop)))
     if not connected and not deleted:
         click.echo(f"shop {shop} is not connected to Stripe; nothing changed")
         return
@@ -67,16 +68,16 @@ GROUP BY status ORDER BY status
 
 
 @stripe.command("status")
-@shop_option
+@common.shop_option
 def stripe_status(shop: str) -> None:
     """Whether the shop is connected, to which account, and how its payment links went."""
-    settings = _settings(kafka=True, database=True)
-    connection = _run(shop_config.load(settings)).stripe_connection(shop)
-    counts = _run(_query(settings, lambda conn: conn.fetch(_PAYMENT_LINKS, shop)))
+    settings = common.settings(kafka=True, database=True)
+    connection = common.run(shop_config.load(settings)).stripe_connection(shop)
+    counts = common.run(common.query(settings, lambda conn: conn.fetch(_PAYMENT_LINKS, shop)))
     if connection is None:
         click.echo(f"shop {shop} is not connected to Stripe")
     else:
-        since = _when(connection.updated_at)
+        since = common.when(connection.updated_at)
         click.echo(f"shop {shop} is connected to Stripe since {since}: account {connection.account_hint}")
     links = ", ".join(f"{row['n']} {row['status']}" for row in counts) or "none yet"
     click.echo(f"payment links: {links}")

@@ -22,6 +22,7 @@ from typing import Any
 from schemas.actions import Action, AlertEffect, CreditEffect, EmailEffect, Lineage
 from schemas.config import EmailTemplate, OrderCountRule
 from schemas.events import PaymentSucceeded
+from streamapp.rules.money import format_money
 from streamapp.templating import TemplateError, render_email
 
 #: Namespace of action ids; changing it changes every id, so never do.
@@ -66,17 +67,6 @@ def apply_payment(state: Mapping[str, Any] | None, event: PaymentSucceeded) -> C
 def action_id(shop_id: str, rule_id: str, customer_id: str, orders: int) -> str:
     """Deterministic id of one rule firing for one customer at one count."""
     return str(uuid.uuid5(ACTION_NAMESPACE, f"order_count/{shop_id}/{rule_id}/{customer_id}/{orders}"))
-
-
-def format_money(cents: int, currency: str) -> str:
-    """``2000, "USD"`` -> ``$20.00``; other currencies as ``20.00 EUR``.
-
-    Integer arithmetic: exact for any amount an event may carry (a float is not past 2**53,
-    and cannot hold one past 10**308 at all).
-    """
-    units, rest = divmod(abs(cents), 100)
-    amount = f"{'-' if cents < 0 else ''}{units:,}.{rest:02d}"
-    return f"${amount}" if currency == "USD" else f"{amount} {currency}"
 
 
 def firing_rules(shop: ShopView, event: PaymentSucceeded, count: int) -> list[OrderCountRule]:

@@ -3,7 +3,7 @@
 ``catalog list|enable|disable|show|set-template|reset-template|variables``,
 ``preview`` and ``admins add|list|remove``. Changes are records on the compacted
 ``shop-config`` topic, so running workers pick them up without a restart. Errors
-follow :mod:`streamapp.admin`: bad input is one line and exit 2, an unreachable
+follow :mod:`streamapp.cli.shop_commands`: bad input is one line and exit 2, an unreachable
 service one line and exit 1.
 """
 
@@ -20,12 +20,13 @@ from pydantic import TypeAdapter, ValidationError
 from schemas.actions import Action, EmailEffect, Lineage, NotificationEffect, PaymentLinkEffect, SmsEffect, ToastEffect
 from schemas.config import CatalogTemplate, CatalogToggle, ShopAdmin
 from schemas.events import AnyCatalogEvent, CatalogEvent
-from streamapp import automation, catalog_doc, shop_config
-from streamapp.admin import ID, _build, _now, _quiet_libraries, _run, _settings, _table, _when, shop_option
-from streamapp.catalog import BY_KEY, PARTS, CatalogRule, sample_variables
+from streamapp import shop_config
+from streamapp.cli import common
 from streamapp.errors import ConfigurationError
-from streamapp.order_count import format_money
-from streamapp.shop_config import ConfigStore
+from streamapp.rules import automation, variables_doc, wording
+from streamapp.rules.catalog import BY_KEY, PARTS, CatalogRule, sample_variables
+from streamapp.rules.config_store import CatalogShop, ConfigStore
+from streamapp.rules.money import format_money
 from streamapp.sinks.email import build_message
 from streamapp.sinks.payment_link import render_email
 from streamapp.templating import TemplateError
@@ -49,7 +50,7 @@ def trigger_label(rule: CatalogRule) -> str:
     return f"{label} (scheduled)" if trigger.scheduled else label
 
 
-def state_label(rule: CatalogRule, state: automation.RuleState, shop: automation.CatalogShop) -> str:
+def state_label(rule: CatalogRule, state: automation.RuleState, shop: CatalogShop) -> str:
     if not state.enabled:
         return "off"
     if rule.trigger.needs == "stripe" and not shop.stripe_connected:
@@ -65,15 +66,15 @@ rule_argument = click.argument("rule_key", metavar="RULE")
 @click.group("catalog")
 def catalog() -> None:
     """The print-shop automation catalog: 24 rules, per-shop state and wording."""
-    _quiet_libraries()
+    common.quiet_libraries()
 
 
 @catalog.command("list")
-@shop_option
+@common.shop_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def catalog_list(shop: str, as_json: bool) -> None:
     """Every rule with its trigger, channel, state for the shop, and whether its wording is customised."""
-    view = automation.shop_view(_run(shop_config.load(_settings(kafka=True))), shop)
+    view = ConfigStore.catalog_view(common.run(shop_config.load(common.settings(kafka=True))), shop)
     rows = []
     for rule, state in automation.rules_by_state(view):
         rows.append(
@@ -89,13 +90,13 @@ def catalog_list(shop: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    _table(["RULE", "TRIGGER", "CHANNEL", "STATE", "DEFAULT", "WORDING"], [list(row.values()) for row in rows])
+    common.table(["RULE", "TRIGGER", "CHANNEL", "STATE", "DEFAULT", "WORDING"], [list(row.values()) for row in rows])
 
 
 def _toggle(shop: str, rule_key: str, enabled: bool) -> None:
     rule = catalog_rule(rule_key)
-    settings = _settings(kafka=True)
-    view = automation.shop_view(_run(shop_config.load(settings)), shop)
+    settings = common.settings(kafka=True)
+    view = ConfigStore.catalog_view(common.run(shop_config.load(settings)), shop)
     if enabled and rule.channel == "sms" and not view.sms_connected:
         raise ConfigurationError(
             f"{rule.key} sends SMS, and shop {shop} has not connected Twilio: "
@@ -110,14 +111,16 @@ def _toggle(shop: str, rule_key: str, enabled: bool) -> None:
     if automation.rule_state(rule, view).enabled == enabled:
         click.echo(f"{rule.key} is already {state} for shop {shop}; nothing changed")
         return
-    moment = _now()
-    _run(shop_config.publish(settings, CatalogToggle(shop_id=shop, rule=rule.key, enabled=enabled, updated_at=moment)))
-    since = f" (fires for events from {_when(moment)})" if enabled else ""
+    moment = common.now()
+    common.run(
+        shop_config.publish(settings, CatalogToggle(shop_id=shop, rule=rule.key, enabled=enabled, updated_at=moment))
+    )
+    since = f" (fires for events from {common.when(moment)})" if enabled else ""
     click.echo(f"{rule.key} is {state} for shop {shop}{since}")
 
 
 @catalog.command("enable")
-@shop_option
+@common.shop_option
 @rule_argument
 def catalog_enable(shop: str, rule_key: str) -> None:
     """Switch a rule on for the shop; it fires for events from now on, never retroactively."""
@@ -125,7 +128,7 @@ def catalog_enable(shop: str, rule_key: str) -> None:
 
 
 @catalog.command("disable")
-@shop_option
+@common.shop_option
 @rule_argument
 def catalog_disable(shop: str, rule_key: str) -> None:
     """Switch a rule off for the shop."""
@@ -133,13 +136,13 @@ def catalog_disable(shop: str, rule_key: str) -> None:
 
 
 @catalog.command("show")
-@shop_option
+@common.shop_option
 @rule_argument
 def catalog_show(shop: str, rule_key: str) -> None:
     """Print the rule's templates as the shop has them (its own wording, else the default)."""
     rule = catalog_rule(rule_key)
-    override = _run(shop_config.load(_settings(kafka=True))).catalog_templates(shop).get(rule.key)
-    for part, source in automation.sources(rule, override).items():
+    override = common.run(shop_config.load(common.settings(kafka=True))).catalog_templates(shop).get(rule.key)
+    for part, source in wording.sources(rule, override).items():
         origin = "customised" if override is not None and part in override.parts else "default"
         click.echo(f"----- {part} ({origin}) -----")
         click.echo(source, nl=not source.endswith("\n"))
@@ -162,7 +165,7 @@ def _read(option: str, part: str, path: str) -> str:
 
 
 @catalog.command("set-template")
-@shop_option
+@common.shop_option
 @click.option("--rule", "rule_key", required=True, metavar="RULE", help="Catalog rule key.")
 @click.option("--part", "inline", multiple=True, metavar="PART=TEXT", help="A part's template, inline.")
 @click.option("--part-file", "files", multiple=True, metavar="PART=PATH", help="A part's template, from a file.")
@@ -181,16 +184,16 @@ def catalog_set_template(shop: str, rule_key: str, inline: tuple[str, ...], file
         given[part] = _read("--part-file", part, path)
     if not given:
         raise ConfigurationError(f"give at least one --part or --part-file (parts of {rule.key}: {_parts(rule)})")
-    settings = _settings(kafka=True)
-    current = _run(shop_config.load(settings)).catalog_templates(shop).get(rule.key)
+    settings = common.settings(kafka=True)
+    current = common.run(shop_config.load(settings)).catalog_templates(shop).get(rule.key)
     parts: dict[str, str] = {str(part): text for part, text in current.parts.items()} if current else {}
     parts |= given
     try:
-        automation.validate_override(rule, parts)
+        wording.validate_override(rule, parts)
     except TemplateError as exc:
         raise ConfigurationError(f"wording refused: {exc}") from None
-    record = _build(CatalogTemplate, shop_id=shop, rule=rule.key, parts=parts, updated_at=_now())
-    _run(shop_config.publish(settings, record))
+    record = common.build(CatalogTemplate, shop_id=shop, rule=rule.key, parts=parts, updated_at=common.now())
+    common.run(shop_config.publish(settings, record))
     click.echo(f"{rule.key}: wording of {', '.join(sorted(given))} saved for shop {shop}")
 
 
@@ -199,17 +202,17 @@ def _parts(rule: CatalogRule) -> str:
 
 
 @catalog.command("reset-template")
-@shop_option
+@common.shop_option
 @click.option("--rule", "rule_key", required=True, metavar="RULE", help="Catalog rule key.")
 def catalog_reset_template(shop: str, rule_key: str) -> None:
     """Go back to the default wording of a rule."""
     rule = catalog_rule(rule_key)
-    settings = _settings(kafka=True)
-    current = _run(shop_config.load(settings)).catalog_templates(shop).get(rule.key)
+    settings = common.settings(kafka=True)
+    current = common.run(shop_config.load(settings)).catalog_templates(shop).get(rule.key)
     if current is None:
         click.echo(f"{rule.key} already has the default wording for shop {shop}; nothing changed")
         return
-    _run(shop_config.delete(settings, f"catalog_template:{shop}:{rule.key}"))
+    common.run(shop_config.delete(settings, f"catalog_template:{shop}:{rule.key}"))
     click.echo(f"{rule.key}: wording reset to the default for shop {shop}")
 
 
@@ -217,7 +220,7 @@ def catalog_reset_template(shop: str, rule_key: str) -> None:
 @click.option("--rule", "rule_key", default=None, metavar="RULE", help="Only this rule's trigger and variables.")
 def catalog_variables(rule_key: str | None) -> None:
     """Every trigger and the variables its templates may use, with a description and an example."""
-    click.echo(catalog_doc.variables_text(rule_key), nl=False)
+    click.echo(variables_doc.variables_text(rule_key), nl=False)
 
 
 # -- preview -----------------------------------------------------------------------------------
@@ -241,7 +244,7 @@ def preview_action(
 ) -> tuple[Action, str | None]:
     """The action the pipeline would publish for ``rule`` at ``shop`` (same code path), and,
     for a given event, why it would not fire now (None: it would)."""
-    view = automation.shop_view(store, shop)
+    view = store.catalog_view(shop)
     if event is None:
         variables = sample_variables(rule)
         recipient = automation.sample_recipient(rule)
@@ -257,10 +260,10 @@ def preview_action(
     if rule.channel == "sms" and recipient.phone is None:
         raise ConfigurationError(f"{rule.key} texts the customer, and the event's customer has no phone")
     payment = automation.payment_of(event) if rule.trigger.needs == "stripe" else None
-    available = automation.event_variables(event, view)
+    available = wording.event_variables(event, view)
     if payment is not None:
-        available["payment_link"] = automation.LINK_PLACEHOLDER
-    variables = automation.rule_variables(rule, available)
+        available["payment_link"] = wording.LINK_PLACEHOLDER
+    variables = wording.rule_variables(rule, available)
     lineage = Lineage(event_id=event.event_id, topic="preview", partition=0, offset=0)
     origin = automation.Origin(event.event_id, event.occurred_at, lineage)
     action = automation.build_action(rule, view, variables, recipient, origin, toast_ttl=toast_ttl, payment=payment)
@@ -272,7 +275,7 @@ def describe(action: Action, *, sender: str, sms_sender: str | None) -> str:
     effect = action.effect
     if isinstance(effect, PaymentLinkEffect):
         # The sink renders it once Stripe has made the Checkout link; the preview shows where it goes.
-        email = render_email(effect, automation.LINK_PLACEHOLDER)
+        email = render_email(effect, wording.LINK_PLACEHOLDER)
         amount = format_money(effect.amount_cents, effect.currency)
         note = f"Stripe Checkout link for {amount} ({effect.description}), made when the email is sent"
         return (
@@ -280,7 +283,7 @@ def describe(action: Action, *, sender: str, sms_sender: str | None) -> str:
         )
     if isinstance(effect, EmailEffect):
         message = build_message(action, effect, sender=sender)
-        lines = [f"{name}: {message[name]}" for name in ("From", "To", "Subject", "Message-ID")]
+        lines = [f"{name}: {message[name]}" for name in ("From", "To", "Subject", "Message-common.ID")]
         for part in message.iter_parts():
             lines += ["", f"----- {part.get_content_type()} -----", str(part.get_content()).rstrip("\n")]
         return "\n".join(lines) + "\n"
@@ -318,17 +321,17 @@ _WHY = {
 
 
 @click.command("preview")
-@shop_option
+@common.shop_option
 @click.option("--rule", "rule_key", required=True, metavar="RULE", help="Catalog rule key.")
 @click.option("--event", "event_file", default=None, metavar="FILE", help="A JSON event to render (default: samples).")
 @click.option("--json", "as_json", is_flag=True, help="Print the action as the actions topic would carry it.")
 def preview(shop: str, rule_key: str, event_file: str | None, as_json: bool) -> None:
     """Render a rule's message exactly as the sink would send it, from sample data or an event."""
-    _quiet_libraries()
+    common.quiet_libraries()
     rule = catalog_rule(rule_key)
     event = _load_event(event_file) if event_file else None
-    settings = _settings(kafka=True)
-    store = _run(shop_config.load(settings))
+    settings = common.settings(kafka=True)
+    store = common.run(shop_config.load(settings))
     try:
         action, skip = preview_action(store, shop, rule, event, toast_ttl=settings.toast_ttl_seconds)
     except TemplateError as exc:
@@ -346,41 +349,41 @@ def preview(shop: str, rule_key: str, event_file: str | None, as_json: bool) -> 
 @click.group("admins")
 def admins() -> None:
     """The shop's admins: "notify all admins" notifies each of them."""
-    _quiet_libraries()
+    common.quiet_libraries()
 
 
 @admins.command("add")
-@shop_option
-@click.option("--admin", "admin_id", type=ID, required=True, help="Admin id.")
+@common.shop_option
+@click.option("--admin", "admin_id", type=common.ID, required=True, help="Admin id.")
 @click.option("--name", required=True, help="The admin's name.")
 @click.option("--email", required=True, help="The admin's email address.")
 def admins_add(shop: str, admin_id: str, name: str, email: str) -> None:
     """Add an admin to the shop (or update one)."""
-    record = _build(ShopAdmin, shop_id=shop, admin_id=admin_id, name=name, email=email, updated_at=_now())
-    _run(shop_config.publish(_settings(kafka=True), record))
+    record = common.build(ShopAdmin, shop_id=shop, admin_id=admin_id, name=name, email=email, updated_at=common.now())
+    common.run(shop_config.publish(common.settings(kafka=True), record))
     click.echo(f"admin {admin_id} of shop {shop} saved")
 
 
 @admins.command("list")
-@shop_option
+@common.shop_option
 def admins_list(shop: str) -> None:
     """The shop's admins."""
-    found = _run(shop_config.load(_settings(kafka=True))).admins(shop)
+    found = common.run(shop_config.load(common.settings(kafka=True))).admins(shop)
     if not found:
         click.echo(f"shop {shop} has no admins")
         return
-    _table(["ADMIN", "NAME", "EMAIL"], [[a.admin_id, a.name, a.email] for a in found])
+    common.table(["ADMIN", "NAME", "EMAIL"], [[a.admin_id, a.name, a.email] for a in found])
 
 
 @admins.command("remove")
-@shop_option
-@click.option("--admin", "admin_id", type=ID, required=True, help="Admin id.")
+@common.shop_option
+@click.option("--admin", "admin_id", type=common.ID, required=True, help="Admin id.")
 def admins_remove(shop: str, admin_id: str) -> None:
     """Remove an admin: later notifications are not addressed to them."""
-    settings = _settings(kafka=True)
-    if admin_id not in {a.admin_id for a in _run(shop_config.load(settings)).admins(shop)}:
+    settings = common.settings(kafka=True)
+    if admin_id not in {a.admin_id for a in common.run(shop_config.load(settings)).admins(shop)}:
         raise ConfigurationError(f"shop {shop} has no admin {admin_id}")
-    _run(shop_config.delete(settings, f"admin:{shop}:{admin_id}"))
+    common.run(shop_config.delete(settings, f"admin:{shop}:{admin_id}"))
     click.echo(f"admin {admin_id} removed from shop {shop}")
 
 

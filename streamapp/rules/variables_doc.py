@@ -1,10 +1,12 @@
-"""The catalogue's triggers and template variables, as a document: ``python -m streamapp.catalog_doc [--check]``.
+"""The catalogue's triggers and template variables, as a document.
 
-Writes ``docs/variables.md`` from :mod:`streamapp.catalog`; with ``--check`` writes
+``python -m streamapp.rules.variables_doc [--check]``
+
+Writes ``docs/variables.md`` from :mod:`streamapp.rules.catalog`; with ``--check`` writes
 nothing and exits 1 if the committed file differs, so the document template writers
 read can never drift from the data the engine validates templates against.
 
-Sections are per :class:`~streamapp.catalog.Trigger` *object* (event key, ``to_status``,
+Sections are per :class:`~streamapp.rules.catalog.Trigger` *object* (event key, ``to_status``,
 description and variables), not per event key: ``invoice.sent`` fires two rules that
 receive different variables, and ``job.status_changed`` has one trigger for any status
 and one per status it moves to, each with its own variables. Grouping by key alone
@@ -24,12 +26,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamapp.catalog import BY_KEY, RULES, CatalogRule, Trigger
 from streamapp.errors import ConfigurationError
+from streamapp.rules.catalog import BY_KEY, RULES, CatalogRule, Trigger
 
-OUT = Path(__file__).resolve().parents[1] / "docs" / "variables.md"
+OUT = Path(__file__).resolve().parents[2] / "docs" / "variables.md"
 TITLE = "Automation triggers and template variables"
-REGENERATE = "python -m streamapp.catalog_doc"
+REGENERATE = "python -m streamapp.rules.variables_doc"
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ def variables_markdown() -> str:
     lines = [
         f"# {TITLE}",
         "",
-        f"<!-- Generated from streamapp/catalog.py by `{REGENERATE}`; do not edit by hand. -->",
+        f"<!-- Generated from streamapp/rules/catalog.py by `{REGENERATE}`; do not edit by hand. -->",
         "",
         f"The print-shop catalogue has {len(RULES)} automatic rules, fired by {len(sections)} triggers. "
         "A rule's templates may use exactly the variables of its trigger; the examples are the "

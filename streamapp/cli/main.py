@@ -23,18 +23,26 @@ from typing import Any, TypeVar
 
 import click
 import faust
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
-from streamapp import catalog_cli, crypto, demo, invoices_cli, notifications, stripe_cli, twilio_cli
-from streamapp.admin import register
+from streamapp.cli import (
+    catalog_commands,
+    common,
+    demo,
+    invoice_commands,
+    notification_commands,
+    shop_commands,
+    stripe_commands,
+    twilio_commands,
+)
+from streamapp.connections import crypto
 from streamapp.db import upgrade
-from streamapp.demo import TICK_SECONDS as DEMO_TICK_SECONDS
 from streamapp.embedded.mailbox import EmbeddedMailbox
 from streamapp.embedded.process import ChildProcess, free_port
 from streamapp.embedded.stack import EmbeddedStack, service_env
 from streamapp.embedded.twilio import EmbeddedTwilio, ensure_prism
 from streamapp.errors import ConfigurationError, StreamappError
-from streamapp.settings import Settings, get_settings
+from streamapp.settings import Settings
 from streamapp.topics import ensure_topics
 
 logger = logging.getLogger("streamapp")
@@ -43,28 +51,6 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 WORKER_STOP_TIMEOUT = 30.0
 WORKER_READY_TIMEOUT = 120.0
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigurationError(f"invalid setting: {problems}") from None
-
-
-def _require_kafka(settings: Settings) -> str:
-    if not settings.kafka_bootstrap_servers:
-        raise ConfigurationError("KAFKA_BOOTSTRAP_SERVERS is not set (or use `streamapp run` for embedded services)")
-    return settings.kafka_bootstrap_servers
-
-
-def _require_database(settings: Settings) -> str:
-    if settings.database_url is None:
-        raise ConfigurationError("DATABASE_URL is not set (or use `streamapp run` for embedded services)")
-    return settings.database_url.get_secret_value()
 
 
 def _raise_on_sigterm() -> None:
@@ -98,12 +84,12 @@ def cli(log_level: str) -> None:
         logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)
 
 
-register(cli)
-catalog_cli.register(cli)
-twilio_cli.register(cli)
-notifications.register(cli)
-invoices_cli.register(cli)
-stripe_cli.register(cli)
+shop_commands.register(cli)
+catalog_commands.register(cli)
+twilio_commands.register(cli)
+notification_commands.register(cli)
+invoice_commands.register(cli)
+stripe_commands.register(cli)
 
 
 @cli.command()
@@ -113,8 +99,10 @@ stripe_cli.register(cli)
     default=None,
     help="Worker HTTP port (default: STREAMAPP_WEB_PORT, 6066).",
 )
-@click.option("--demo", is_flag=True, help="Also play the demo: a print shop's day, on a local Twilio API contract.")
-def run(web_port: int | None, demo: bool) -> None:
+@click.option(
+    "--demo", "play_demo", is_flag=True, help="Also play the demo: a print shop's day, on a local Twilio API contract."
+)
+def run(web_port: int | None, play_demo: bool) -> None:
     """Run the worker on embedded Kafka and PostgreSQL (unless KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL are set).
 
     Starts the services (and, unless STREAMAPP_SMTP_HOST is set, a local SMTP
@@ -123,7 +111,7 @@ def run(web_port: int | None, demo: bool) -> None:
     worker and waits; Ctrl-C (or SIGTERM) stops the worker, then the services. Without
     STREAMAPP_SECRET_KEY, provider credentials are sealed with a key kept in the data dir.
     """
-    base = _settings()
+    base = common.settings()
     if web_port is not None:
         base = base.model_copy(update={"web_port": web_port})
     if base.web_port == 0:
@@ -137,9 +125,9 @@ def run(web_port: int | None, demo: bool) -> None:
                 mailbox = extra.enter_context(EmbeddedMailbox(settings.data_dir.resolve() / "mail"))
                 settings = settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": mailbox.port})
             settings = _with_secret_key(settings)
-            if demo and "tick_seconds" not in base.model_fields_set:
-                settings = settings.model_copy(update={"tick_seconds": DEMO_TICK_SECONDS})
-            if demo and base.twilio_api_url is None:
+            if play_demo and "tick_seconds" not in base.model_fields_set:
+                settings = settings.model_copy(update={"tick_seconds": demo.TICK_SECONDS})
+            if play_demo and base.twilio_api_url is None:
                 twilio = extra.enter_context(EmbeddedTwilio(ensure_prism(settings.cache_dir)))
                 settings = settings.model_copy(update={"twilio_api_url": twilio.url})
             _prepare(settings)
@@ -157,8 +145,8 @@ def run(web_port: int | None, demo: bool) -> None:
                     )
                 click.echo(f"environment {env_file} (source it to point other commands at these services)")
                 _wait_ready(settings, worker)
-                if demo:
-                    _play_demo(settings, mailbox)
+                if play_demo:
+                    demo.report(settings, mailbox)
                 click.echo("ready       (Ctrl-C stops the worker, then Kafka and PostgreSQL)")
                 code = _wait_exit(worker)
                 raise click.ClickException(f"the worker exited with code {code}:\n{worker.log_tail()}")
@@ -166,45 +154,6 @@ def run(web_port: int | None, demo: bool) -> None:
                 worker.stop(signal.SIGTERM, timeout=WORKER_STOP_TIMEOUT)
     except KeyboardInterrupt:
         click.echo("stopped")
-
-
-def _play_demo(settings: Settings, mailbox: EmbeddedMailbox | None) -> None:
-    database_url = _require_database(settings)
-    asyncio.run(demo.seed(settings))
-    asyncio.run(demo.connect_twilio(settings, database_url))
-    sent = asyncio.run(demo.play(settings))
-    seen = asyncio.run(demo.wait_for_effects(database_url))
-    shop = demo.SHOP
-    credits = ", ".join(f"{who} {amount}" for who, amount in asyncio.run(demo.balances(database_url)).items())
-    where = f"kept in {mailbox.folder}" if mailbox is not None else f"via {settings.smtp_host}:{settings.smtp_port}"
-    events = sent.get("orders", 0) + sent.get("job-status", 0)
-    click.echo(f"demo        shop {shop}: a print shop's day")
-    click.echo(
-        f"  events    {events} on orders and job-status, {sent.get('payments', 0)} on payments (order, lead, art"
-        " approval declined and re-sent, production, completion, tracking, invoice sent and paid, an overdue"
-        " invoice, reorder,"
-        " payments: one redelivered, one malformed)"
-    )
-    click.echo(f"  emails    {seen['emails']} sent, {where}")
-    click.echo(
-        f"  sms       {seen['sms']} sent to {demo.PHONE} through Twilio -> streamapp twilio status --shop {shop}"
-    )
-    per_admin = seen["notifications"] // len(demo.ADMINS)
-    click.echo(
-        f"  admins    {seen['notifications']} notifications ({per_admin} each for {', '.join(demo.ADMINS)}), "
-        f"{seen['toasts']} toasts -> streamapp notifications list --shop {shop} --admin maria"
-    )
-    click.echo(
-        f"  invoices  INV-1990, 10 days overdue: its reminder went out at the first tick of the clock "
-        f"-> streamapp invoices upcoming --shop {shop} --days 90"
-    )
-    click.echo(f"  credits   {credits}   -> streamapp ledger balance --shop {shop} --customer ann")
-    click.echo(f"  alerts    {seen['alerts']}   -> streamapp alerts list --shop {shop}")
-    click.echo(
-        f"  catalog   -> streamapp catalog list --shop {shop}; streamapp preview --shop {shop} --rule job_complete_sms"
-    )
-    click.echo(f"  rules     -> streamapp rules list --shop {shop}")
-    click.echo(f"  rejected  1 malformed payment on topic {settings.topic_prefix}dead-letters")
 
 
 def _with_secret_key(settings: Settings) -> Settings:
@@ -229,7 +178,7 @@ def services() -> None:
     """Start embedded Kafka and PostgreSQL (with migrations and topics) and wait for Ctrl-C."""
     _raise_on_sigterm()
     try:
-        with EmbeddedStack(_settings()) as started:
+        with EmbeddedStack(common.settings()) as started:
             settings = _with_secret_key(started)
             _prepare(settings)
             env_file = _write_env_file(settings)
@@ -244,9 +193,9 @@ def services() -> None:
 @cli.command()
 def worker() -> None:
     """Run one worker against KAFKA_BOOTSTRAP_SERVERS (creates missing topics first)."""
-    settings = _settings()
-    _require_kafka(settings)
-    _require_database(settings)
+    settings = common.settings()
+    common.require_kafka(settings)
+    common.require_database(settings)
     if settings.secret_key is None:
         # SMS actions would wait (never lost) until a worker with the key performs them.
         logger.warning("STREAMAPP_SECRET_KEY is not set: this worker cannot send SMS for shops with Twilio")
@@ -268,7 +217,7 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True, help="Target migration.")
 def db_upgrade(revision: str) -> None:
     """Apply schema migrations to DATABASE_URL."""
-    upgrade(_require_database(_settings()), revision)
+    upgrade(common.require_database(common.settings()), revision)
     click.echo(f"database at {revision}")
 
 
@@ -280,8 +229,8 @@ def topics() -> None:
 @topics.command("create")
 def topics_create() -> None:
     """Create missing topics on KAFKA_BOOTSTRAP_SERVERS; check the partition count of existing ones."""
-    settings = _settings()
-    _require_kafka(settings)
+    settings = common.settings()
+    common.require_kafka(settings)
     created = asyncio.run(_ensure_topics(settings))
     click.echo(f"created: {', '.join(created)}" if created else "all topics exist")
 
@@ -291,7 +240,7 @@ async def _ensure_topics(settings: Settings) -> list[str]:
 
 
 def _prepare(settings: Settings) -> None:
-    upgrade(_require_database(settings))
+    upgrade(common.require_database(settings))
     asyncio.run(_ensure_topics(settings))
 
 

@@ -19,12 +19,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import click
 from aiokafka import AIOKafkaProducer
 
 from schemas.config import CatalogToggle, EmailTemplate, OrderCountRule, ShopAdmin, ShopProfile, SmsConnection
-from streamapp import sms
+from streamapp.cli import common
+from streamapp.connections import twilio_account
+from streamapp.embedded.mailbox import EmbeddedMailbox
 from streamapp.errors import RetryableError
-from streamapp.order_count import format_money
+from streamapp.rules.money import format_money
 from streamapp.settings import Settings
 from streamapp.shop_config import publish
 from streamapp.topics import JOB_STATUS, ORDERS, PAYMENTS, TopicSpec, topic_name
@@ -42,7 +45,9 @@ TICK_SECONDS = 5.0
 ADMINS = {"maria": "Maria Lopez", "sam": "Sam Okafor"}
 SMS_RULES = ("job_complete_sms", "tracking_shipped_sms")
 #: The demo shop's Twilio account: test values, only ever sent to the local Twilio API contract.
-TWILIO = sms.TwilioCredentials(account_sid="AC" + "0123456789abcdef" * 2, auth_token="0" * 32, sender="+15005550006")
+TWILIO = twilio_account.TwilioCredentials(
+    account_sid="AC" + "0123456789abcdef" * 2, auth_token="0" * 32, sender="+15005550006"
+)
 PHONE = "+15551234567"
 
 
@@ -114,10 +119,10 @@ def _payment(customer: str, order: int, event_id: str) -> tuple[bytes, bytes]:
 
 async def connect_twilio(settings: Settings, database_url: str) -> None:
     """Connect the demo shop's Twilio account, as `streamapp twilio connect` does, and switch on its SMS rules."""
-    await sms.verify_credentials(settings, TWILIO)
+    await twilio_account.verify_credentials(settings, TWILIO)
     conn = await asyncpg.connect(database_url)
     try:
-        await sms.save_credentials(conn, settings, SHOP, TWILIO)
+        await twilio_account.save_credentials(conn, settings, SHOP, TWILIO)
     finally:
         await conn.close()
     now = datetime.now(UTC)
@@ -245,3 +250,41 @@ async def balances(database_url: str) -> dict[str, str]:
         return {row["customer_id"]: format_money(int(row["cents"]), "USD") for row in rows}
     finally:
         await conn.close()
+
+
+def report(settings: Settings, mailbox: EmbeddedMailbox | None) -> None:
+    """Play the demo day on a ready worker, wait for its effects and print where to look."""
+    database_url = common.require_database(settings)
+    asyncio.run(seed(settings))
+    asyncio.run(connect_twilio(settings, database_url))
+    sent = asyncio.run(play(settings))
+    seen = asyncio.run(wait_for_effects(database_url))
+    shop = SHOP
+    credits = ", ".join(f"{who} {amount}" for who, amount in asyncio.run(balances(database_url)).items())
+    where = f"kept in {mailbox.folder}" if mailbox is not None else f"via {settings.smtp_host}:{settings.smtp_port}"
+    events = sent.get("orders", 0) + sent.get("job-status", 0)
+    click.echo(f"demo        shop {shop}: a print shop's day")
+    click.echo(
+        f"  events    {events} on orders and job-status, {sent.get('payments', 0)} on payments (order, lead, art"
+        " approval declined and re-sent, production, completion, tracking, invoice sent and paid, an overdue"
+        " invoice, reorder,"
+        " payments: one redelivered, one malformed)"
+    )
+    click.echo(f"  emails    {seen['emails']} sent, {where}")
+    click.echo(f"  sms       {seen['sms']} sent to {PHONE} through Twilio -> streamapp twilio status --shop {shop}")
+    per_admin = seen["notifications"] // len(ADMINS)
+    click.echo(
+        f"  admins    {seen['notifications']} notifications ({per_admin} each for {', '.join(ADMINS)}), "
+        f"{seen['toasts']} toasts -> streamapp notifications list --shop {shop} --admin maria"
+    )
+    click.echo(
+        f"  invoices  INV-1990, 10 days overdue: its reminder went out at the first tick of the clock "
+        f"-> streamapp invoices upcoming --shop {shop} --days 90"
+    )
+    click.echo(f"  credits   {credits}   -> streamapp ledger balance --shop {shop} --customer ann")
+    click.echo(f"  alerts    {seen['alerts']}   -> streamapp alerts list --shop {shop}")
+    click.echo(
+        f"  catalog   -> streamapp catalog list --shop {shop}; streamapp preview --shop {shop} --rule job_complete_sms"
+    )
+    click.echo(f"  rules     -> streamapp rules list --shop {shop}")
+    click.echo(f"  rejected  1 malformed payment on topic {settings.topic_prefix}dead-letters")

@@ -8,142 +8,27 @@ RetryableError (one line, exit 1). Results go to stdout, errors to stderr.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import secrets
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import asyncpg
 import click
-from aiokafka.errors import KafkaError
-from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from schemas.common import Identifier
 from schemas.config import ORDER_COUNT_ACTIONS, EmailTemplate, OrderCountRule, ShopProfile
 from streamapp import queries, shop_config
-from streamapp.db import sqlalchemy_url
-from streamapp.errors import ConfigurationError, RetryableError
-from streamapp.order_count import SAMPLE_VARIABLES, format_money
-from streamapp.settings import Settings
+from streamapp.cli import common
+from streamapp.errors import ConfigurationError
+from streamapp.rules.money import format_money
+from streamapp.rules.order_count import SAMPLE_VARIABLES
 from streamapp.templating import TemplateError, render_email
-
-_T = TypeVar("_T")
-_M = TypeVar("_M", bound=BaseModel)
-_IDENTIFIER = TypeAdapter[str](Identifier)
-#: Model field -> the command-line option that sets it, for error messages.
-_OPTION_OF = {
-    "shop_id": "--shop",
-    "rule_id": "RULE_ID",
-    "key": "--key",
-    "template_key": "--template",
-    "amount_cents": "--amount (in cents)",
-}
-
-
-def _quiet_libraries() -> None:
-    """Keep stderr for this command's own errors: library chatter shows only with --log-level debug."""
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        # asyncio too: it reports a client that a failed start left unclosed, after our one-line error.
-        # The provider SDKs log each request at INFO.
-        for name in ("aiokafka", "asyncio", "streamapp.shop_config", "stripe", "twilio"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _settings(*, kafka: bool = False, database: bool = False) -> Settings:
-    """The validated settings; ConfigurationError if a service this command needs is not configured."""
-    # Imported here: streamapp.cli imports this module to register the commands.
-    from streamapp import cli  # noqa: PLC0415
-
-    settings = cli._settings()
-    if kafka:
-        cli._require_kafka(settings)
-    if database:
-        cli._require_database(settings)
-    return settings
-
-
-def _run(work: Coroutine[Any, Any, _T]) -> _T:
-    """Run ``work`` to completion; a broker failure becomes a one-line RetryableError."""
-    try:
-        return asyncio.run(work)
-    except KafkaError as exc:
-        raise RetryableError(f"Kafka is not reachable: {exc}") from None
-
-
-class _Identifier(click.ParamType):
-    """An id in the schemas' pattern; a bad one is a ConfigurationError naming the option (one line, exit 2)."""
-
-    name = "id"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        try:
-            return _IDENTIFIER.validate_python(value)
-        except ValidationError as exc:
-            where = param.opts[0] if isinstance(param, click.Option) else param.human_readable_name if param else "id"
-            raise ConfigurationError(f"{where} {value!r}: {exc.errors()[0]['msg']}") from None
-
-
-ID = _Identifier()
-
-
-def _build(model: type[_M], **fields: Any) -> _M:
-    """``model(**fields)``, its validation errors turned into one line naming the options."""
-    try:
-        return model(**fields)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else ""
-            where = _OPTION_OF.get(field, f"--{field.replace('_', '-')}") if field else model.__name__
-            value = f" {err['input']!r}" if field in _OPTION_OF else ""
-            problems.append(f"{where}{value}: {err['msg']}")
-        raise ConfigurationError("; ".join(problems)) from None
-
-
-def parse_amount(text: str) -> int:
-    """Dollars (``20``, ``20.50``, ``$20.5``) as integer cents, exactly; ConfigurationError otherwise."""
-    try:
-        amount = Decimal(text.strip().removeprefix("$"))
-    except InvalidOperation:
-        raise ConfigurationError(f"--amount {text!r} is not a number of dollars (like 20 or 20.50)") from None
-    if not amount.is_finite():
-        raise ConfigurationError(f"--amount {text!r} is not a number of dollars (like 20 or 20.50)")
-    exponent = amount.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -2:
-        raise ConfigurationError(f"--amount {text!r} has more than 2 decimal places; give whole cents")
-    if amount <= 0:
-        raise ConfigurationError(f"--amount {text!r} must be more than zero")
-    return int(amount * 100)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Print ``rows`` as left-aligned columns under ``header``."""
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-    for row in (header, *rows):
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-
-
-def _when(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-shop_option = click.option("--shop", "shop", type=ID, required=True, metavar="SHOP", help="Shop id.")
 
 
 # -- rules -------------------------------------------------------------------------------------
 @click.group()
 def rules() -> None:
     """Order Count Events: when a customer reaches N paid orders, email, credit or alert."""
-    _quiet_libraries()
+    common.quiet_libraries()
 
 
 def _check_action_options(action: str, template: str | None, amount: str | None) -> None:
@@ -159,11 +44,11 @@ def _check_action_options(action: str, template: str | None, amount: str | None)
 
 
 @rules.command("add-order-count")
-@shop_option
+@common.shop_option
 @click.option("--name", required=True, help="Name shown to admins (and to templates as rule_name).")
 @click.option("--orders", required=True, type=click.IntRange(1, 1_000_000), help="Paid orders that trigger it.")
 @click.option("--action", required=True, type=click.Choice(ORDER_COUNT_ACTIONS), help="What happens.")
-@click.option("--template", type=ID, default=None, metavar="KEY", help="Email template key (email rules only).")
+@click.option("--template", type=common.ID, default=None, metavar="KEY", help="Email template key (email rules only).")
 @click.option("--amount", default=None, metavar="DOLLARS", help="Credit in dollars, e.g. 20.50 (credit rules only).")
 @click.option("--disabled", is_flag=True, help="Create it switched off.")
 def rules_add(
@@ -171,8 +56,8 @@ def rules_add(
 ) -> None:
     """Create a rule and print its id. It fires only for payments from now on, never retroactively."""
     _check_action_options(action, template, amount)
-    moment = _now()
-    rule = _build(
+    moment = common.now()
+    rule = common.build(
         OrderCountRule,
         shop_id=shop,
         rule_id=secrets.token_hex(6),
@@ -180,15 +65,15 @@ def rules_add(
         orders=orders,
         action=action,
         template_key=template,
-        amount_cents=None if amount is None else parse_amount(amount),
+        amount_cents=None if amount is None else common.parse_amount(amount),
         enabled=not disabled,
         effective_at=moment,
         updated_at=moment,
     )
-    settings = _settings(kafka=True)
-    if template is not None and template not in _run(shop_config.load(settings)).templates(shop):
+    settings = common.settings(kafka=True)
+    if template is not None and template not in common.run(shop_config.load(settings)).templates(shop):
         raise ConfigurationError(f"shop {shop} has no email template {template} (add it with `templates add`)")
-    _run(shop_config.publish(settings, rule))
+    common.run(shop_config.publish(settings, rule))
     click.echo(rule.rule_id)
 
 
@@ -201,11 +86,11 @@ def _detail(rule: OrderCountRule) -> str:
 
 
 @rules.command("list")
-@shop_option
+@common.shop_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of the rule records.")
 def rules_list(shop: str, as_json: bool) -> None:
     """The shop's rules, by order count."""
-    found = _run(shop_config.load(_settings(kafka=True))).rules(shop)
+    found = common.run(shop_config.load(common.settings(kafka=True))).rules(shop)
     if as_json:
         click.echo(json.dumps([rule.model_dump(mode="json") for rule in found], indent=2))
         return
@@ -213,42 +98,50 @@ def rules_list(shop: str, as_json: bool) -> None:
         click.echo(f"shop {shop} has no rules")
         return
     rows = [
-        [r.rule_id, r.name, str(r.orders), r.action, _detail(r), "on" if r.enabled else "off", _when(r.effective_at)]
+        [
+            r.rule_id,
+            r.name,
+            str(r.orders),
+            r.action,
+            _detail(r),
+            "on" if r.enabled else "off",
+            common.when(r.effective_at),
+        ]
         for r in found
     ]
-    _table(["ID", "NAME", "ORDERS", "ACTION", "DETAIL", "STATE", "EFFECTIVE SINCE"], rows)
+    common.table(["ID", "NAME", "ORDERS", "ACTION", "DETAIL", "STATE", "EFFECTIVE SINCE"], rows)
 
 
 def _switch(shop: str, rule_id: str, enabled: bool) -> None:
     """Republish the rule with ``enabled`` set; switching on makes it effective from now (not retroactive)."""
-    settings = _settings(kafka=True)
-    rule = _run(shop_config.load(settings)).rule(shop, rule_id)
+    settings = common.settings(kafka=True)
+    rule = common.run(shop_config.load(settings)).rule(shop, rule_id)
     state = "enabled" if enabled else "disabled"
     if rule is None:
         raise ConfigurationError(f"shop {shop} has no rule {rule_id}")
     if rule.enabled == enabled:
         click.echo(f"rule {rule_id} is already {state}; nothing changed")
         return
-    moment = _now()
+    moment = common.now()
     changes: dict[str, Any] = {"enabled": enabled, "updated_at": moment}
     if enabled:
         changes["effective_at"] = moment
-    _run(shop_config.publish(settings, rule.model_copy(update=changes)))
-    since = f" (fires for payments from {_when(moment)})" if enabled else ""
+    common.run(shop_config.publish(settings, rule.model_copy(update=changes)))
+    since = f" (fires for payments from {common.when(moment)})" if enabled else ""
     click.echo(f"rule {rule_id} {state}{since}")
 
 
 @rules.command("enable")
-@shop_option
-@click.argument("rule_id", type=ID)
+@common.shop_option
+@click.argument("rule_id", type=common.ID)
 def rules_enable(shop: str, rule_id: str) -> None:
     """Switch a rule on; it fires only for orders counted from now on."""
     _switch(shop, rule_id, enabled=True)
 
 
 @rules.command("disable")
-@shop_option
-@click.argument("rule_id", type=ID)
+@common.shop_option
+@click.argument("rule_id", type=common.ID)
 def rules_disable(shop: str, rule_id: str) -> None:
     """Switch a rule off."""
     _switch(shop, rule_id, enabled=False)
@@ -258,7 +151,7 @@ def rules_disable(shop: str, rule_id: str) -> None:
 @click.group()
 def templates() -> None:
     """Email templates (jinja2, rendered in a sandbox)."""
-    _quiet_libraries()
+    common.quiet_libraries()
 
 
 def _read_body(path: str) -> str:
@@ -272,8 +165,8 @@ def _read_body(path: str) -> str:
 
 
 @templates.command("add")
-@shop_option
-@click.option("--key", type=ID, required=True, help="Template key, referenced by email rules.")
+@common.shop_option
+@click.option("--key", type=common.ID, required=True, help="Template key, referenced by email rules.")
 @click.option("--subject", required=True, help="Subject line (a template too).")
 @click.option("--body-file", required=True, metavar="PATH", help="File with the HTML body template.")
 def templates_add(shop: str, key: str, subject: str, body_file: str) -> None:
@@ -282,34 +175,34 @@ def templates_add(shop: str, key: str, subject: str, body_file: str) -> None:
     Variables: shop_name, customer_name, customer_email, customer_id, order_count,
     order_id, rule_name, credit_amount, credit_amount_cents.
     """
-    record = _build(
-        EmailTemplate, shop_id=shop, key=key, subject=subject, body=_read_body(body_file), updated_at=_now()
+    record = common.build(
+        EmailTemplate, shop_id=shop, key=key, subject=subject, body=_read_body(body_file), updated_at=common.now()
     )
     try:
         render_email(record.subject, record.body, SAMPLE_VARIABLES)
     except TemplateError as exc:
         raise ConfigurationError(f"template refused: {exc}") from None
-    _run(shop_config.publish(_settings(kafka=True), record))
+    common.run(shop_config.publish(common.settings(kafka=True), record))
     click.echo(f"template {key} saved for shop {shop}")
 
 
 @templates.command("list")
-@shop_option
+@common.shop_option
 def templates_list(shop: str) -> None:
     """The shop's templates: key and subject."""
-    found = _run(shop_config.load(_settings(kafka=True))).templates(shop)
+    found = common.run(shop_config.load(common.settings(kafka=True))).templates(shop)
     if not found:
         click.echo(f"shop {shop} has no email templates")
         return
-    _table(["KEY", "SUBJECT"], [[key, found[key].subject] for key in sorted(found)])
+    common.table(["KEY", "SUBJECT"], [[key, found[key].subject] for key in sorted(found)])
 
 
 @templates.command("show")
-@shop_option
-@click.option("--key", type=ID, required=True, help="Template key.")
+@common.shop_option
+@click.option("--key", type=common.ID, required=True, help="Template key.")
 def templates_show(shop: str, key: str) -> None:
     """Print a template's subject and body."""
-    template = _run(shop_config.load(_settings(kafka=True))).templates(shop).get(key)
+    template = common.run(shop_config.load(common.settings(kafka=True))).templates(shop).get(key)
     if template is None:
         raise ConfigurationError(f"shop {shop} has no email template {key}")
     click.echo(f"Subject: {template.subject}\n")
@@ -320,11 +213,11 @@ def templates_show(shop: str, key: str) -> None:
 @click.group()
 def shops() -> None:
     """Shop profiles."""
-    _quiet_libraries()
+    common.quiet_libraries()
 
 
 @shops.command("set")
-@shop_option
+@common.shop_option
 @click.option("--name", default=None, help="Display name, shown to customers as shop_name.")
 @click.option("--time-zone", default=None, metavar="ZONE", help="IANA time zone of dates in messages (default UTC).")
 @click.option(
@@ -337,71 +230,55 @@ def shops_set(shop: str, name: str | None, time_zone: str | None, due_soon_days:
     """Set the shop's display name, time zone and due-soon days (what is not given stays as it is)."""
     if name is None and time_zone is None and due_soon_days is None:
         raise ConfigurationError("give --name, --time-zone or --due-soon-days")
-    settings = _settings(kafka=True)
-    current = _run(shop_config.load(settings)).profile(shop)
-    record = _build(
+    settings = common.settings(kafka=True)
+    current = common.run(shop_config.load(settings)).profile(shop)
+    record = common.build(
         ShopProfile,
         shop_id=shop,
         name=name if name is not None else current.name if current else shop,
         time_zone=time_zone if time_zone is not None else current.time_zone if current else "UTC",
         due_soon_days=due_soon_days if due_soon_days is not None else current.due_soon_days if current else 3,
-        updated_at=_now(),
+        updated_at=common.now(),
     )
-    _run(shop_config.publish(settings, record))
+    common.run(shop_config.publish(settings, record))
     click.echo(f"shop {shop} is named {record.name!r}, time zone {record.time_zone}")
-
-
-# -- ledger and alerts (PostgreSQL) ------------------------------------------------------------
-async def _query(settings: Settings, work: Callable[[Any], Awaitable[_T]]) -> _T:
-    """Open one connection to DATABASE_URL, ``await work(connection)``, close it.
-
-    A connection or query failure becomes a one-line RetryableError (without the URL: it holds the password).
-    """
-    url = settings.database_url.get_secret_value() if settings.database_url else ""
-    sqlalchemy_url(url)  # refuses a URL that is not PostgreSQL's, with the usual message
-    try:
-        conn = await asyncpg.connect("postgresql://" + url.partition("://")[2], timeout=10)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise RetryableError(f"database: {exc}") from None
 
 
 @click.group()
 def ledger() -> None:
     """Customer credit ledger."""
-    _quiet_libraries()
+    common.quiet_libraries()
 
 
 @ledger.command("balance")
-@shop_option
-@click.option("--customer", type=ID, required=True, help="Customer id.")
+@common.shop_option
+@click.option("--customer", type=common.ID, required=True, help="Customer id.")
 def ledger_balance(shop: str, customer: str) -> None:
     """Print the customer's credit balance, e.g. $20.00 (the shop's ledger is assumed to be in USD)."""
-    settings = _settings(database=True)
-    cents = _run(_query(settings, lambda conn: queries.ledger_balance(conn, shop, customer)))
+    settings = common.settings(database=True)
+    cents = common.run(common.query(settings, lambda conn: queries.ledger_balance(conn, shop, customer)))
     click.echo(format_money(cents, "USD"))
 
 
 @click.group()
 def alerts() -> None:
     """Alerts on the shop's dashboard."""
-    _quiet_libraries()
+    common.quiet_libraries()
 
 
 @alerts.command("list")
-@shop_option
+@common.shop_option
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="Newest N alerts.")
 def alerts_list(shop: str, limit: int) -> None:
     """The shop's latest alerts, newest first: time raised, customer, text."""
-    settings = _settings(database=True)
-    found = _run(_query(settings, lambda conn: queries.list_alerts(conn, shop, limit)))
+    settings = common.settings(database=True)
+    found = common.run(common.query(settings, lambda conn: queries.list_alerts(conn, shop, limit)))
     if not found:
         click.echo(f"shop {shop} has no alerts")
         return
-    _table(["TIME", "CUSTOMER", "TEXT"], [[_when(a.created_at), a.customer_id or "-", a.text] for a in found])
+    common.table(
+        ["TIME", "CUSTOMER", "TEXT"], [[common.when(a.created_at), a.customer_id or "-", a.text] for a in found]
+    )
 
 
 def register(cli: click.Group) -> None:

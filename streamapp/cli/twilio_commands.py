@@ -1,7 +1,7 @@
 """Connecting a shop's Twilio account: ``streamapp twilio connect|disconnect|status`` and ``secret-key``.
 
 The credentials go to PostgreSQL, sealed with ``STREAMAPP_SECRET_KEY``
-(:mod:`streamapp.sms`); only the fact that the shop is connected, with a masked
+(:mod:`streamapp.connections.twilio_account`); only the fact that the shop is connected, with a masked
 sender, goes to the ``shop-config`` topic, which is what lets SMS rules be switched on.
 The auth token is read from ``TWILIO_AUTH_TOKEN`` or a hidden prompt, so it never
 shows in the process list or the shell history, and it is never printed.
@@ -12,8 +12,9 @@ from __future__ import annotations
 import click
 
 from schemas.config import SmsConnection
-from streamapp import crypto, shop_config, sms
-from streamapp.admin import _build, _now, _query, _quiet_libraries, _run, _settings, _when, shop_option
+from streamapp import shop_config
+from streamapp.cli import common
+from streamapp.connections import crypto, twilio_account
 from streamapp.errors import ConfigurationError
 
 
@@ -27,11 +28,11 @@ def mask(sender: str) -> str:
 @click.group("twilio")
 def twilio() -> None:
     """The shop's Twilio connection, which its SMS rules send through."""
-    _quiet_libraries()
+    common.quiet_libraries()
 
 
 @twilio.command("connect")
-@shop_option
+@common.shop_option
 @click.option("--account-sid", required=True, metavar="AC…", help="The Twilio account SID.")
 @click.option(
     "--auth-token",
@@ -49,30 +50,30 @@ def twilio_connect(
     """Connect Twilio: check the credentials with Twilio, store them sealed, let SMS rules be switched on."""
     if (from_number is None) == (messaging_service is None):
         raise ConfigurationError("give exactly one of --from NUMBER and --messaging-service SID")
-    creds = sms.TwilioCredentials(
+    creds = twilio_account.TwilioCredentials(
         account_sid=account_sid.strip(),
         auth_token=auth_token.strip(),
         sender=(from_number or messaging_service or "").strip(),
     )
-    sms.validate_credentials(creds)
-    settings = _settings(kafka=True, database=True)
+    twilio_account.validate_credentials(creds)
+    settings = common.settings(kafka=True, database=True)
     crypto.check_key(settings)
-    _run(sms.verify_credentials(settings, creds))
-    _run(_query(settings, lambda conn: sms.save_credentials(conn, settings, shop, creds)))
-    record = _build(SmsConnection, shop_id=shop, sender_hint=mask(creds.sender), updated_at=_now())
-    _run(shop_config.publish(settings, record))
+    common.run(twilio_account.verify_credentials(settings, creds))
+    common.run(common.query(settings, lambda conn: twilio_account.save_credentials(conn, settings, shop, creds)))
+    record = common.build(SmsConnection, shop_id=shop, sender_hint=mask(creds.sender), updated_at=common.now())
+    common.run(shop_config.publish(settings, record))
     click.echo(f"shop {shop} is connected to Twilio account {account_sid}, sending as {record.sender_hint}")
 
 
 @twilio.command("disconnect")
-@shop_option
+@common.shop_option
 def twilio_disconnect(shop: str) -> None:
     """Disconnect Twilio: SMS rules stop firing and the stored credentials are deleted."""
-    settings = _settings(kafka=True, database=True)
-    connected = _run(shop_config.load(settings)).sms_connection(shop) is not None
+    settings = common.settings(kafka=True, database=True)
+    connected = common.run(shop_config.load(settings)).sms_connection(shop) is not None
     if connected:  # first stop new SMS actions, then forget the credentials
-        _run(shop_config.delete(settings, f"sms_connection:{shop}:{shop}"))
-    deleted = _run(_query(settings, lambda conn: sms.delete_credentials(conn, shop)))
+        common.run(shop_config.delete(settings, f"sms_connection:{shop}:{shop}"))
+    deleted = common.run(common.query(settings, lambda conn: twilio_account.delete_credentials(conn, shop)))
     if not connected and not deleted:
         click.echo(f"shop {shop} is not connected to Twilio; nothing changed")
         return
@@ -80,18 +81,18 @@ def twilio_disconnect(shop: str) -> None:
 
 
 @twilio.command("status")
-@shop_option
+@common.shop_option
 def twilio_status(shop: str) -> None:
     """Whether the shop is connected, its sender, and how many customers opted out of its SMS."""
-    settings = _settings(kafka=True, database=True)
-    connection = _run(shop_config.load(settings)).sms_connection(shop)
-    opted_out = _run(
-        _query(settings, lambda conn: conn.fetchval("SELECT count(*) FROM sms_opt_outs WHERE shop_id = $1", shop))
+    settings = common.settings(kafka=True, database=True)
+    connection = common.run(shop_config.load(settings)).sms_connection(shop)
+    opted_out = common.run(
+        common.query(settings, lambda conn: conn.fetchval("SELECT count(*) FROM sms_opt_outs WHERE shop_id = $1", shop))
     )
     if connection is None:
         click.echo(f"shop {shop} is not connected to Twilio")
     else:
-        since = _when(connection.updated_at)
+        since = common.when(connection.updated_at)
         click.echo(f"shop {shop} is connected to Twilio since {since}, sending as {connection.sender_hint}")
     click.echo(f"opted out: {opted_out} number{'s' if opted_out != 1 else ''}")
 

@@ -3,7 +3,7 @@
 A shop connects Twilio with its account SID, auth token and a sender (a phone number in
 E.164 form, or a messaging service SID). The three are validated on the way in
 (:func:`validate_credentials`), sealed together with ``STREAMAPP_SECRET_KEY``
-(:mod:`streamapp.crypto`) into ``sms_credentials``, and unsealed only by the process that
+(:mod:`streamapp.connections.crypto`) into ``sms_credentials``, and unsealed only by the process that
 sends. They never travel on a Kafka topic, and no repr, log line or error message of this
 module contains the auth token.
 
@@ -33,7 +33,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from schemas.common import Phone
-from streamapp import sealed
+from streamapp.connections import sealed
 from streamapp.errors import ConfigurationError, RetryableError
 from streamapp.queries import Queryable
 from streamapp.settings import Settings

@@ -2,7 +2,7 @@
 
 A shop connects Stripe with a secret key (``sk_test_…``/``sk_live_…``) or a restricted key
 (``rk_…``) that may create Checkout Sessions. The key is validated on the way in
-(:func:`validate_credentials`), sealed with ``STREAMAPP_SECRET_KEY`` (:mod:`streamapp.crypto`)
+(:func:`validate_credentials`), sealed with ``STREAMAPP_SECRET_KEY`` (:mod:`streamapp.connections.crypto`)
 into ``stripe_credentials``, and unsealed only by the process that creates sessions. It never
 travels on a Kafka topic, and no repr, log line or error message of this module contains it:
 error texts go through :func:`redact`, and so does every record of the SDK's ``stripe`` logger
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import stripe
 
-from streamapp import sealed
+from streamapp.connections import sealed
 from streamapp.errors import ConfigurationError, RetryableError
 from streamapp.queries import Queryable
 from streamapp.settings import Settings

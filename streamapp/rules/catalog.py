@@ -27,7 +27,7 @@ PARTS: dict[Channel, tuple[str, ...]] = {
     "toast": ("title", "text"),
 }
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 
 
 @dataclass(frozen=True)

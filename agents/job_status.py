@@ -1,0 +1,26 @@
+"""Consumes ``job-status``: the print-shop automation catalog (art approval, production, completion,
+tracking, declined and re-sent artwork, status toasts and SMS).
+
+``concurrency=1`` (faust-streaming #606, see ``agents/actions.py``). Each event is judged where it
+arrives (:func:`streamapp.agent_steps.judge_catalog_event`): the catalog keeps no table.
+"""
+
+from __future__ import annotations
+
+from faust import StreamT
+from pydantic import TypeAdapter
+
+from schemas.events import CatalogEvent, JobStatusEvent
+from streamapp.agent_steps import decode_or_dead_letter, judge_catalog_event
+from streamapp.app import app, runtime
+
+_job_status = TypeAdapter[CatalogEvent](JobStatusEvent)
+JOB_STATUS_TYPES = frozenset({"job.status_changed", "artwork.declined", "artwork.resubmitted", "job.tracking_added"})
+
+
+@app.agent(runtime.topics.job_status, concurrency=1)
+async def react_to_job_status(stream: StreamT[bytes]) -> None:
+    async for event in stream.events():
+        found = await decode_or_dead_letter(event.message, _job_status, JOB_STATUS_TYPES)
+        if found is not None:
+            await judge_catalog_event(*found)

@@ -1,0 +1,1 @@
+"""A shop's provider accounts (Twilio, Stripe): validation, verification, sealing at rest."""
