@@ -175,7 +175,10 @@ def _install_hold(consumer: Any) -> None:
     consumer.resume_partitions = resume_partitions
 
 
-def _hold_stream_resume(original: _Method) -> _Method:
+def hold_stream_resumes(original: _Method) -> _Method:
+    """Wrap a recovery call so the stream-partition resumes it makes happen after it returns, or never
+    (if it was cancelled, failed, or a new rebalance began meanwhile)."""
+
     async def wrapper(self: Recovery, *args: Any, **kwargs: Any) -> None:
         consumer = self.app.consumer
         _install_hold(consumer)
@@ -207,7 +210,7 @@ def _hold_stream_resume(original: _Method) -> _Method:
 def resume_streams_after_seek_and_flow() -> None:
     """Hold back stream-partition resumes in recovery until seek and flow are done (idempotent)."""
     for name in ("on_recovery_completed", "_resume_streams"):
-        _patch(Recovery, name, _hold_stream_resume, f"{name} resumes stream partitions after its seek")
+        _patch(Recovery, name, hold_stream_resumes, f"{name} resumes stream partitions after its seek")
 
 
 def fetch_only_partitions_active_when_issued() -> None:

@@ -95,7 +95,7 @@ async def _recovery_call(consumer: _Consumer, tps: set[str], started: asyncio.Ev
 
 
 def _held(call: Any) -> Any:
-    return faust_fixes._hold_stream_resume(call)
+    return faust_fixes.hold_stream_resumes(call)
 
 
 async def test_a_stream_resume_waits_until_the_recovery_call_returned() -> None:
