@@ -106,11 +106,18 @@ old generation still named them.
 The fix: a fetch whose assignment changed while it waited returns nothing and puts back what it
 drained, seeking each partition to its first drained offset, in the consumer thread, before
 anything else there can move it. The records are read again under the new generation's rules.
+
+**The guard.** Each fix wraps a method and relies on what that method and its neighbours do
+inside, so it holds only for the versions it was verified with. ``apply()`` refuses to start
+(:class:`~streamapp.errors.UnverifiedDependencyError`) when faust-streaming, mode-streaming or
+aiokafka is not the version in :data:`VERIFIED_VERSIONS`, unless ``STREAMAPP_ALLOW_UNVERIFIED_FAUST``
+is set (for testing an upgrade: a WARNING then names each mismatch).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -122,12 +129,33 @@ from faust.transport.consumer import Consumer, ThreadDelegateConsumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 
+from streamapp.errors import UnverifiedDependencyError
+
 logger = logging.getLogger(__name__)
 
 #: Set on every installed wrapper, so that ``apply()`` installs each one once.
 _APPLIED = "_streamapp_faust_fix"
 
 _Method = Callable[..., Awaitable[Any]]
+
+#: The versions every workaround was written for and verified with (``constraints.txt`` pins the same).
+VERIFIED_VERSIONS = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka": "0.14.0"}
+
+#: The setting (``Settings.allow_unverified_faust``) that lets a worker start on other versions.
+OVERRIDE = "STREAMAPP_ALLOW_UNVERIFIED_FAUST"
+
+
+def _version_mismatches() -> list[str]:
+    """``"<package> <installed> installed, <tested> tested"`` for each package not at its verified version."""
+    mismatches = []
+    for package, tested in VERIFIED_VERSIONS.items():
+        try:
+            found = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found = "(not installed)"
+        if found != tested:
+            mismatches.append(f"{package} {found} installed, {tested} tested")
+    return mismatches
 
 
 def _patch(owner: type, name: str, wrap: Callable[[_Method], _Method], what: str) -> None:
@@ -300,8 +328,24 @@ def _assignment(subscriptions: Any) -> Any:
     return None if subscription is None else subscription.assignment
 
 
-def apply() -> None:
-    """Apply every workaround in this module (idempotent)."""
+def apply(*, allow_unverified: bool = False) -> None:
+    """Apply every workaround in this module (idempotent); the app factory calls it before building the app.
+
+    Raises UnverifiedDependencyError (a ConfigurationError: the CLI prints one line) if faust-streaming,
+    mode-streaming or aiokafka is not at its verified version, unless ``allow_unverified``: then each
+    mismatch is logged as a WARNING and the workarounds are applied all the same.
+    """
+    mismatches = _version_mismatches()
+    if mismatches and not allow_unverified:
+        raise UnverifiedDependencyError(
+            "the Faust workarounds (streamapp/faust_fixes.py) were verified with other versions: "
+            f"{'; '.join(mismatches)}. Install the versions of constraints.txt, or set {OVERRIDE}=1 "
+            "to start anyway while testing an upgrade"
+        )
+    for mismatch in mismatches:
+        logger.warning(
+            "%s is set: Faust workarounds applied to a version they were NOT verified with: %s", OVERRIDE, mismatch
+        )
     start_assigned_partitions_paused()
     resume_streams_after_seek_and_flow()
     fetch_only_partitions_active_when_issued()
