@@ -2,7 +2,7 @@
 their stream resumes until they return, each its own, dropped when a new rebalance began (fix 2); the seek
 to committed offsets also moves never-committed stream partitions to their start (fix 4); a recovery pass
 outlived by a rebalance starts over instead of seeking to offsets it never built (fix 5). And the guard:
-``apply()`` refuses versions the fixes were not verified with."""
+``apply()`` refuses versions and signatures the fixes were not verified with."""
 
 from __future__ import annotations
 
@@ -284,3 +284,44 @@ def test_the_app_factory_reads_the_override_from_the_environment(
     settings = Settings(data_dir=tmp_path)
     assert settings.allow_unverified_faust
     create_app(settings, autodiscover=False)
+
+
+async def _seek_offsets_with_a_deadline(
+    self: Any, consumer: Any, tps: Any, offsets: Any, title: str, *, deadline: float
+) -> None:
+    """A changed ``Recovery._seek_offsets``: one more parameter."""
+
+
+def _seek_to_committed_not_async(self: Any) -> Any:
+    """A changed ``ThreadDelegateConsumer.seek_to_committed``: no longer a coroutine function."""
+
+
+@pytest.mark.parametrize("allow_unverified", [False, True])
+@pytest.mark.parametrize(
+    ("owner", "name", "changed", "expected", "installed"),
+    [
+        (
+            Recovery,
+            "_seek_offsets",
+            _seek_offsets_with_a_deadline,
+            "async (self, consumer, tps, offsets, title)",
+            "async (self, consumer, tps, offsets, title, *, deadline)",
+        ),
+        (ThreadDelegateConsumer, "seek_to_committed", _seek_to_committed_not_async, "async (self)", "(self)"),
+    ],
+)
+def test_a_method_whose_signature_changed_is_refused_even_with_the_override(
+    monkeypatch: pytest.MonkeyPatch,
+    allow_unverified: bool,
+    owner: type,
+    name: str,
+    changed: Any,
+    expected: str,
+    installed: str,
+) -> None:
+    monkeypatch.setattr(owner, name, changed)
+    with pytest.raises(UnverifiedDependencyError) as refused:
+        faust_fixes.apply(allow_unverified=allow_unverified)
+    where = f"{owner.__module__}.{owner.__qualname__}.{name}"
+    assert str(refused.value).endswith(f"it wraps {where} {expected}, and the installed one is {installed}")
+    assert getattr(owner, name) is changed  # not wrapped
