@@ -22,7 +22,8 @@ faust-streaming #216 and #221; their fixes do not cover this path.
 SIGKILLed one skipped a dozen actions per partition.
 
 The fix: newly assigned partitions start paused. Nothing is fetched for them until
-recovery resumes them: changelogs to rebuild tables, stream partitions at the end.
+recovery resumes them: changelogs to rebuild tables, stream partitions at the end
+(``tests/integration/test_assigned_partitions_paused.py``).
 
 **2. Stream partitions resumed before the seek and before flow resumes.**
 ``Recovery.on_recovery_completed`` and ``Recovery._resume_streams`` resume the
