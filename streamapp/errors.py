@@ -11,6 +11,10 @@ class ConfigurationError(StreamappError):
     """A setting or command-line value is missing or invalid; fix the input, then retry."""
 
 
+class UnverifiedDependencyError(ConfigurationError):
+    """An installed dependency is not the one streamapp's workarounds were verified with; install the pinned one."""
+
+
 class RetryableError(StreamappError):
     """A transient failure (network, broker, provider throttling); the same call may succeed later."""
 

@@ -41,8 +41,11 @@ def create_app(
     - the producer sends messages up to ``DEAD_LETTER_MAX_BYTES``: a dead letter carries the
       rejected message in base64, so it can be larger than any input (the ``dead-letters``
       topic accepts that much; other topics keep the broker's limit).
+
+    Raises UnverifiedDependencyError (a ConfigurationError) if faust-streaming, mode-streaming or
+    aiokafka is not the version the workarounds of :mod:`streamapp.faust_fixes` were verified with.
     """
-    faust_fixes.apply()
+    faust_fixes.apply(allow_unverified=settings.allow_unverified_faust)
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings.kafka_bootstrap_servers or "127.0.0.1:9092"),

@@ -22,7 +22,8 @@ faust-streaming #216 and #221; their fixes do not cover this path.
 SIGKILLed one skipped a dozen actions per partition.
 
 The fix: newly assigned partitions start paused. Nothing is fetched for them until
-recovery resumes them: changelogs to rebuild tables, stream partitions at the end.
+recovery resumes them: changelogs to rebuild tables, stream partitions at the end
+(``tests/integration/test_assigned_partitions_paused.py``).
 
 **2. Stream partitions resumed before the seek and before flow resumes.**
 ``Recovery.on_recovery_completed`` and ``Recovery._resume_streams`` resume the
@@ -106,11 +107,21 @@ old generation still named them.
 The fix: a fetch whose assignment changed while it waited returns nothing and puts back what it
 drained, seeking each partition to its first drained offset, in the consumer thread, before
 anything else there can move it. The records are read again under the new generation's rules.
+
+**The guard.** Each fix wraps a method and relies on what that method and its neighbours do
+inside, so it holds only for the versions it was verified with. ``apply()`` refuses to start
+(:class:`~streamapp.errors.UnverifiedDependencyError`) when faust-streaming, mode-streaming or
+aiokafka is not the version in :data:`VERIFIED_VERSIONS`, unless ``STREAMAPP_ALLOW_UNVERIFIED_FAUST``
+is set (for testing an upgrade: a WARNING then names each mismatch). Each fix also checks the
+parameters of the method it wraps; a changed signature is refused even with the override: the
+wrapper would call it wrongly, or not be called as it expects.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -122,6 +133,8 @@ from faust.transport.consumer import Consumer, ThreadDelegateConsumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 
+from streamapp.errors import UnverifiedDependencyError
+
 logger = logging.getLogger(__name__)
 
 #: Set on every installed wrapper, so that ``apply()`` installs each one once.
@@ -129,12 +142,52 @@ _APPLIED = "_streamapp_faust_fix"
 
 _Method = Callable[..., Awaitable[Any]]
 
+#: The versions every workaround was written for and verified with (``constraints.txt`` pins the same).
+VERIFIED_VERSIONS = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka": "0.14.0"}
 
-def _patch(owner: type, name: str, wrap: Callable[[_Method], _Method], what: str) -> None:
-    """Replace ``owner.name`` by ``wrap(original)``, once: a second call finds the mark and does nothing."""
+#: The setting (``Settings.allow_unverified_faust``) that lets a worker start on other versions.
+OVERRIDE = "STREAMAPP_ALLOW_UNVERIFIED_FAUST"
+
+
+def _version_mismatches() -> list[str]:
+    """``"<package> <installed> installed, <tested> tested"`` for each package not at its verified version."""
+    mismatches = []
+    for package, tested in VERIFIED_VERSIONS.items():
+        try:
+            found = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found = "(not installed)"
+        if found != tested:
+            mismatches.append(f"{package} {found} installed, {tested} tested")
+    return mismatches
+
+
+def _shape(method: Callable[..., Any]) -> str:
+    """The parameter names and kinds of ``method``, as ``async (self, a, *args, b, **kwargs)``."""
+    signature = inspect.signature(method)  # an installed wrapper reports its original's (__wrapped__)
+    bare = [
+        parameter.replace(annotation=inspect.Parameter.empty, default=inspect.Parameter.empty)
+        for parameter in signature.parameters.values()
+    ]
+    text = str(signature.replace(parameters=bare, return_annotation=inspect.Signature.empty))
+    return f"async {text}" if inspect.iscoroutinefunction(method) else text
+
+
+def _patch(owner: type, name: str, wrap: Callable[[_Method], _Method], what: str, written_for: str) -> None:
+    """Replace ``owner.name`` by ``wrap(original)``, once: a second call finds the mark and does nothing.
+
+    ``written_for`` is the shape (see :func:`_shape`) of the method the fix was written for; another
+    one raises UnverifiedDependencyError naming the method, and nothing is replaced.
+    """
     original: _Method = getattr(owner, name)
     if getattr(original, _APPLIED, False):
         return
+    found = _shape(original)
+    if found != written_for:
+        raise UnverifiedDependencyError(
+            f"the Faust workaround '{what}' cannot be applied: it wraps {owner.__module__}.{owner.__qualname__}."
+            f"{name} {written_for}, and the installed one is {found}"
+        )
     wrapper = functools.wraps(original)(wrap(original))
     setattr(wrapper, _APPLIED, True)
     setattr(owner, name, wrapper)
@@ -152,7 +205,8 @@ def start_assigned_partitions_paused() -> None:
 
         return on_partitions_assigned
 
-    _patch(Consumer, "on_partitions_assigned", wrap, "assigned partitions start paused")
+    what = "assigned partitions start paused"
+    _patch(Consumer, "on_partitions_assigned", wrap, what, "async (self, assigned, generation_id)")
 
 
 #: The stream-partition resumes held back by the recovery call running in this context (task).
@@ -175,7 +229,10 @@ def _install_hold(consumer: Any) -> None:
     consumer.resume_partitions = resume_partitions
 
 
-def hold_stream_resume(original: _Method) -> _Method:
+def hold_stream_resumes(original: _Method) -> _Method:
+    """Wrap a recovery call so the stream-partition resumes it makes happen after it returns, or never
+    (if it was cancelled, failed, or a new rebalance began meanwhile)."""
+
     async def wrapper(self: Recovery, *args: Any, **kwargs: Any) -> None:
         consumer = self.app.consumer
         _install_hold(consumer)
@@ -207,7 +264,8 @@ def hold_stream_resume(original: _Method) -> _Method:
 def resume_streams_after_seek_and_flow() -> None:
     """Hold back stream-partition resumes in recovery until seek and flow are done (idempotent)."""
     for name in ("on_recovery_completed", "_resume_streams"):
-        _patch(Recovery, name, hold_stream_resume, f"{name} resumes stream partitions after its seek")
+        what = f"{name} resumes stream partitions after its seek"
+        _patch(Recovery, name, hold_stream_resumes, what, "async (self, generation_id)")
 
 
 def fetch_only_partitions_active_when_issued() -> None:
@@ -224,7 +282,8 @@ def fetch_only_partitions_active_when_issued() -> None:
 
         return _getmany
 
-    _patch(ThreadDelegateConsumer, "_getmany", wrap, "fetches drain only partitions active when issued")
+    what = "fetches drain only partitions active when issued"
+    _patch(ThreadDelegateConsumer, "_getmany", wrap, what, "async (self, active_partitions, timeout)")
 
 
 def seek_uncommitted_stream_partitions_to_start() -> None:
@@ -245,7 +304,8 @@ def seek_uncommitted_stream_partitions_to_start() -> None:
 
         return seek_to_committed
 
-    _patch(ThreadDelegateConsumer, "seek_to_committed", wrap, "never-committed stream partitions sought to start")
+    what = "never-committed stream partitions sought to start"
+    _patch(ThreadDelegateConsumer, "seek_to_committed", wrap, what, "async (self)")
 
 
 def restart_recovery_passes_outlived_by_a_rebalance() -> None:
@@ -262,7 +322,8 @@ def restart_recovery_passes_outlived_by_a_rebalance() -> None:
 
         return _seek_offsets
 
-    _patch(Recovery, "_seek_offsets", wrap, "a recovery pass outlived by a rebalance restarts")
+    what = "a recovery pass outlived by a rebalance restarts"
+    _patch(Recovery, "_seek_offsets", wrap, what, "async (self, consumer, tps, offsets, title)")
 
 
 def put_back_fetches_that_outlived_their_assignment() -> None:
@@ -289,7 +350,9 @@ def put_back_fetches_that_outlived_their_assignment() -> None:
 
         return _fetch_records
 
-    _patch(AIOKafkaConsumerThread, "_fetch_records", wrap, "fetches that outlived their assignment put back")
+    what = "fetches that outlived their assignment put back"
+    expected = "async (self, consumer, active_partitions, timeout, max_records)"
+    _patch(AIOKafkaConsumerThread, "_fetch_records", wrap, what, expected)
 
 
 def _assignment(subscriptions: Any) -> Any:
@@ -297,8 +360,25 @@ def _assignment(subscriptions: Any) -> Any:
     return None if subscription is None else subscription.assignment
 
 
-def apply() -> None:
-    """Apply every workaround in this module (idempotent)."""
+def apply(*, allow_unverified: bool = False) -> None:
+    """Apply every workaround in this module (idempotent); the app factory calls it before building the app.
+
+    Raises UnverifiedDependencyError (a ConfigurationError: the CLI prints one line) if faust-streaming,
+    mode-streaming or aiokafka is not at its verified version, unless ``allow_unverified``: then each
+    mismatch is logged as a WARNING and the workarounds are applied all the same. A wrapped method
+    whose signature changed is refused whatever ``allow_unverified`` says.
+    """
+    mismatches = _version_mismatches()
+    if mismatches and not allow_unverified:
+        raise UnverifiedDependencyError(
+            "the Faust workarounds (streamapp/faust_fixes.py) were verified with other versions: "
+            f"{'; '.join(mismatches)}. Install the versions of constraints.txt, or set {OVERRIDE}=1 "
+            "to start anyway while testing an upgrade"
+        )
+    for mismatch in mismatches:
+        logger.warning(
+            "%s is set: Faust workarounds applied to a version they were NOT verified with: %s", OVERRIDE, mismatch
+        )
     start_assigned_partitions_paused()
     resume_streams_after_seek_and_flow()
     fetch_only_partitions_active_when_issued()

@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     )
     tick_seconds: float = Field(60.0, gt=0, le=3600, description="How often the wall clock ticks.")
     toast_ttl_seconds: int = Field(600, ge=1, le=86400, description="How long a toast shows after its event.")
+    allow_unverified_faust: bool = Field(
+        False,
+        description="Start even if faust-streaming, mode-streaming or aiokafka is not the version the Faust "
+        "workarounds were verified with (a loud warning names each); for testing an upgrade, never in production.",
+    )
 
     @field_validator("twilio_api_url", "stripe_api_url")
     @classmethod

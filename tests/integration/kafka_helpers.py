@@ -99,3 +99,12 @@ async def read_values(consumer: AIOKafkaConsumer, tp: TopicPartition, count: int
         if len(values) >= count:
             break
     return values
+
+
+async def wait_assigned(consumer: AIOKafkaConsumer, count: int) -> set[TopicPartition]:
+    """The partitions of ``consumer`` (in a group) once it holds ``count`` of them; fails after 30 s."""
+    for _ in range(300):
+        if len(consumer.assignment()) == count:
+            return set(consumer.assignment())
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"never assigned {count} partitions: {consumer.assignment()}")

@@ -20,20 +20,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from streamapp import faust_fixes
-from tests.integration.kafka_helpers import create_topic, read_values
+from tests.integration.kafka_helpers import create_topic, read_values, wait_assigned
 
 pytestmark = pytest.mark.integration
 
 #: What the stub consumer thread's Faust consumer says: the flow is on, so the fetch is made.
 _THREAD = SimpleNamespace(consumer=SimpleNamespace(flow_active=True))
-
-
-async def _assigned(consumer: AIOKafkaConsumer, count: int) -> set[TopicPartition]:
-    for _ in range(300):
-        if len(consumer.assignment()) == count:
-            return set(consumer.assignment())
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"never assigned {count} partitions: {consumer.assignment()}")
 
 
 class _Group:
@@ -72,13 +64,13 @@ class _Group:
         """Begin a fetch for both partitions, let a second member join, then produce: returns the
         first member, the partition it kept and what the fetch returned."""
         first = await self.join()
-        await _assigned(first, 2)
+        await wait_assigned(first, 2)
         fetch = asyncio.ensure_future(fetch_records(_THREAD, first, set(self.partitions), timeout=60.0))
         await asyncio.sleep(0.5)
         assert not fetch.done()  # waiting for records that are not there yet
         second = await self.join()
-        (kept,) = await _assigned(first, 1)
-        await _assigned(second, 1)
+        (kept,) = await wait_assigned(first, 1)
+        await wait_assigned(second, 1)
         await self.produce(3)
         return first, kept, await asyncio.wait_for(fetch, 60)
 
@@ -117,7 +109,7 @@ async def test_a_fetch_that_outlived_its_assignment_puts_back_what_it_drained(gr
 async def test_a_fetch_within_one_assignment_returns_its_records(group: _Group) -> None:
     faust_fixes.apply()
     first = await group.join()
-    await _assigned(first, 2)
+    await wait_assigned(first, 2)
     await group.produce(2)
     records: dict[TopicPartition, list[Any]] = {}
     for _ in range(50):

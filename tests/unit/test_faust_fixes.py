@@ -1,12 +1,17 @@
 """The faust workarounds: each fetch gets a snapshot of the active partitions (fix 3); recovery calls hold
 their stream resumes until they return, each its own, dropped when a new rebalance began (fix 2); the seek
 to committed offsets also moves never-committed stream partitions to their start (fix 4); a recovery pass
-outlived by a rebalance starts over instead of seeking to offsets it never built (fix 5)."""
+outlived by a rebalance starts over instead of seeking to offsets it never built (fix 5). And the guard:
+``apply()`` refuses versions and signatures the fixes were not verified with."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import logging
+import re
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,10 +19,13 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError
 from faust.tables.recovery import RebalanceAgain, Recovery
-from faust.transport.consumer import ThreadDelegateConsumer
+from faust.transport.consumer import Consumer, ThreadDelegateConsumer
 from faust.types import TP
 
 from streamapp import faust_fixes
+from streamapp.errors import ConfigurationError, UnverifiedDependencyError
+from streamapp.factory import create_app
+from streamapp.settings import Settings
 
 ACTIONS_0 = TP("actions", 0)
 CHANGELOG_0 = TP("app-order-counts-changelog", 0)
@@ -95,7 +103,7 @@ async def _recovery_call(consumer: _Consumer, tps: set[str], started: asyncio.Ev
 
 
 def _held(call: Any) -> Any:
-    return faust_fixes.hold_stream_resume(call)
+    return faust_fixes.hold_stream_resumes(call)
 
 
 async def test_a_stream_resume_waits_until_the_recovery_call_returned() -> None:
@@ -217,3 +225,103 @@ def test_a_recovery_pass_outlived_by_a_rebalance_starts_over_instead_of_crashing
     # The new rebalance registered CHANGELOG_0 (offset None until its own pass builds it).
     with pytest.raises(RebalanceAgain):
         _seek_offsets(Counter({CHANGELOG_0: None, ACTIONS_0: 7}))  # type: ignore[dict-item]
+
+
+def test_the_verified_versions_are_the_pins_of_constraints() -> None:
+    # Bumping a pin means verifying the workarounds again against the new version, then this table.
+    constraints = (Path(__file__).parents[2] / "constraints.txt").read_text()
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", constraints, re.MULTILINE))
+    assert {package: pins.get(package) for package in faust_fixes.VERIFIED_VERSIONS} == faust_fixes.VERIFIED_VERSIONS
+
+
+@pytest.fixture
+def faust_0_15_4(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make faust-streaming 0.15.4 look installed, and mode-streaming absent."""
+    installed = importlib.metadata.version
+
+    def version(package: str) -> str:
+        if package == "mode-streaming":
+            raise importlib.metadata.PackageNotFoundError(package)
+        return "0.15.4" if package == "faust-streaming" else installed(package)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+
+
+@pytest.mark.usefixtures("faust_0_15_4")
+def test_apply_refuses_versions_the_fixes_were_not_verified_with() -> None:
+    with pytest.raises(UnverifiedDependencyError) as refused:
+        faust_fixes.apply()
+    message = str(refused.value)
+    assert "faust-streaming 0.15.4 installed, 0.15.3 tested" in message
+    assert "mode-streaming (not installed) installed, 0.7.1 tested" in message
+    assert "aiokafka" not in message
+    assert "STREAMAPP_ALLOW_UNVERIFIED_FAUST=1" in message
+    assert "\n" not in message
+    assert isinstance(refused.value, ConfigurationError)  # the CLI prints it as one line and exits 2
+
+
+@pytest.mark.usefixtures("faust_0_15_4")
+def test_the_override_warns_of_each_mismatch_and_applies_the_fixes(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger=faust_fixes.__name__):
+        faust_fixes.apply(allow_unverified=True)
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert "faust-streaming 0.15.4 installed, 0.15.3 tested" in warnings[0]
+    assert "mode-streaming (not installed) installed, 0.7.1 tested" in warnings[1]
+    assert all("NOT verified" in warning and "STREAMAPP_ALLOW_UNVERIFIED_FAUST" in warning for warning in warnings)
+    assert hasattr(Consumer.on_partitions_assigned, "__wrapped__")
+
+
+@pytest.mark.usefixtures("faust_0_15_4")
+def test_the_app_factory_reads_the_override_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("STREAMAPP_ALLOW_UNVERIFIED_FAUST", raising=False)
+    settings = Settings(data_dir=tmp_path)
+    with pytest.raises(UnverifiedDependencyError, match=re.escape("faust-streaming 0.15.4 installed")):
+        create_app(settings, autodiscover=False)
+    monkeypatch.setenv("STREAMAPP_ALLOW_UNVERIFIED_FAUST", "1")
+    settings = Settings(data_dir=tmp_path)
+    assert settings.allow_unverified_faust
+    create_app(settings, autodiscover=False)
+
+
+async def _seek_offsets_with_a_deadline(
+    self: Any, consumer: Any, tps: Any, offsets: Any, title: str, *, deadline: float
+) -> None:
+    """A changed ``Recovery._seek_offsets``: one more parameter."""
+
+
+def _seek_to_committed_not_async(self: Any) -> Any:
+    """A changed ``ThreadDelegateConsumer.seek_to_committed``: no longer a coroutine function."""
+
+
+@pytest.mark.parametrize("allow_unverified", [False, True])
+@pytest.mark.parametrize(
+    ("owner", "name", "changed", "expected", "installed"),
+    [
+        (
+            Recovery,
+            "_seek_offsets",
+            _seek_offsets_with_a_deadline,
+            "async (self, consumer, tps, offsets, title)",
+            "async (self, consumer, tps, offsets, title, *, deadline)",
+        ),
+        (ThreadDelegateConsumer, "seek_to_committed", _seek_to_committed_not_async, "async (self)", "(self)"),
+    ],
+)
+def test_a_method_whose_signature_changed_is_refused_even_with_the_override(
+    monkeypatch: pytest.MonkeyPatch,
+    allow_unverified: bool,
+    owner: type,
+    name: str,
+    changed: Any,
+    expected: str,
+    installed: str,
+) -> None:
+    monkeypatch.setattr(owner, name, changed)
+    with pytest.raises(UnverifiedDependencyError) as refused:
+        faust_fixes.apply(allow_unverified=allow_unverified)
+    where = f"{owner.__module__}.{owner.__qualname__}.{name}"
+    assert str(refused.value).endswith(f"it wraps {where} {expected}, and the installed one is {installed}")
+    assert getattr(owner, name) is changed  # not wrapped
