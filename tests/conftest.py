@@ -6,11 +6,13 @@ running ones. Each test gets its own topic prefix, consumer group and database.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from pydantic import SecretStr
 
@@ -77,6 +79,23 @@ async def stripe(stripe_api: str) -> AsyncIterator[StripeFaultProxy]:
 def database_url(postgres_url: str) -> str:
     """A fresh, empty database for this test on the session's server."""
     return new_database(postgres_url)
+
+
+@pytest.fixture
+def migrated_url(database_url: str) -> str:
+    """A fresh database with every migration applied (sync: runs before the test's event loop)."""
+    upgrade(database_url)
+    return database_url
+
+
+@pytest.fixture
+async def pool(migrated_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A connection pool on :func:`migrated_url`, closed (bounded) after the test."""
+    pool = await asyncpg.create_pool(migrated_url, min_size=1, max_size=6)
+    try:
+        yield pool
+    finally:
+        await asyncio.wait_for(pool.close(), 10)
 
 
 @pytest.fixture

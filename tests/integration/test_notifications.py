@@ -6,9 +6,7 @@ import asyncio
 import json
 import os
 import subprocess
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,10 +16,10 @@ import pytest
 
 from schemas.actions import Action, Lineage, NotificationEffect, ToastEffect
 from streamapp.cli.notification_commands import Notification, list_notifications, mark_read
-from streamapp.db import upgrade
 from streamapp.errors import ConfigurationError
 from streamapp.sinks.notifications import LOCK_NAMESPACE, NotificationSink, ToastSink
 from tests.harness.cli import Cli as EntryPoint
+from tests.harness.waits import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -55,29 +53,6 @@ def notify(admin_ids: list[str], title: str = "Artwork declined", **kwargs: Any)
 def toast(expires_at: datetime, title: str = "J-1042 is In Production", **kwargs: Any) -> Action:
     effect = ToastEffect(template_key="status_change_toast", title=title, text="", expires_at=expires_at)
     return action(effect, **kwargs)
-
-
-async def eventually(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll the async ``condition`` until it is true, at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-def migrated_url(database_url: str) -> str:
-    upgrade(database_url)  # sync: runs before the test's event loop
-    return database_url
-
-
-@pytest.fixture
-async def pool(migrated_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(migrated_url, min_size=1, max_size=6)
-    try:
-        yield pool
-    finally:
-        await asyncio.wait_for(pool.close(), 10)
 
 
 async def rows_of(pool: asyncpg.Pool, action_id: str) -> list[tuple[Any, ...]]:

@@ -30,7 +30,6 @@ from streamapp.connections.stripe_account import (
     save_credentials,
     verify_credentials,
 )
-from streamapp.db import upgrade
 from streamapp.embedded.process import free_port
 from streamapp.embedded.stripe import EmbeddedStripe, ensure_stripe_mock
 from streamapp.errors import ConfigurationError, RetryableError
@@ -41,7 +40,7 @@ from streamapp.sinks.payment_link import PaymentLinkSink
 from tests.harness.cli import Cli
 from tests.harness.smtp import Recorder, smtp_server
 from tests.harness.stripe import RATE_LIMITED, StripeFaultProxy, stripe_error
-from tests.integration.test_sinks import Sleeps, eventually
+from tests.harness.waits import Sleeps, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -98,16 +97,6 @@ def no_key_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     records = [*caplog.get_records("setup"), *caplog.get_records("call")]
     for record in records:
         assert_no_secret(formatter.format(record))
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    await asyncio.to_thread(upgrade, database_url)
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    try:
-        yield pool
-    finally:
-        await asyncio.wait_for(pool.close(), 10)
 
 
 @pytest.fixture

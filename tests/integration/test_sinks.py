@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from schemas.actions import Action, AlertEffect, CreditEffect, EmailEffect, Lineage
-from streamapp.db import durability_warnings, upgrade
+from streamapp.db import durability_warnings
 from streamapp.embedded.process import free_port
 from streamapp.errors import RetryableError
 from streamapp.queries import get_delivery, ledger_balance, list_alerts
@@ -23,6 +22,7 @@ from streamapp.settings import Settings
 from streamapp.sinks import AlertSink, EmailSink, LedgerSink
 from streamapp.sinks.email import backoff
 from tests.harness.smtp import Recorder
+from tests.harness.waits import Sleeps, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -81,44 +81,6 @@ class Gated(Recorder):
         self.in_data.set()
         await asyncio.get_running_loop().run_in_executor(None, self.gate.wait, 10)
         return await super().handle_DATA(server, session, envelope)
-
-
-class Sleeps:
-    """The injected backoff sleep: records the delays, never waits."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-
-
-async def eventually(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``condition`` (sync or async) until it is true, at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-def migrated_url(database_url: str) -> str:
-    upgrade(database_url)  # sync: runs before the test's event loop
-    return database_url
-
-
-@pytest.fixture
-async def pool(migrated_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(migrated_url, min_size=1, max_size=4)
-    try:
-        yield pool
-    finally:
-        await asyncio.wait_for(pool.close(), 10)
 
 
 @pytest.fixture

@@ -30,7 +30,6 @@ from streamapp.connections.twilio_account import (
     validate_credentials,
     verify_credentials,
 )
-from streamapp.db import upgrade
 from streamapp.embedded.process import free_port
 from streamapp.errors import ConfigurationError, RetryableError
 from streamapp.queries import get_delivery
@@ -81,16 +80,6 @@ def no_token_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     formatter = logging.Formatter()
     for record in [*caplog.get_records("setup"), *caplog.get_records("call")]:
         assert_no_secret(formatter.format(record))
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    await asyncio.to_thread(upgrade, database_url)
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    try:
-        yield pool
-    finally:
-        await asyncio.wait_for(pool.close(), 10)
 
 
 @pytest.fixture

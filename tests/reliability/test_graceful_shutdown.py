@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,6 @@ import pytest
 
 from agents.actions import SHUTDOWN_GRACE, perform_unless_stopped
 from schemas.actions import Action, EmailEffect, Lineage
-from streamapp.db import upgrade
 from streamapp.rules.order_count import action_id
 from streamapp.settings import Settings
 from streamapp.sinks.email import INTERRUPTED, EmailSink
@@ -292,21 +291,6 @@ def test_an_action_that_crashes_its_sink_is_handed_back_and_the_worker_stops(
 
 
 # -- the email sink, stopped mid-delivery: what the actions agent does once the grace is over ----
-
-
-@pytest.fixture
-def migrated_url(database_url: str) -> str:
-    upgrade(database_url)  # sync: runs before the test's event loop
-    return database_url
-
-
-@pytest.fixture
-async def pool(migrated_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(migrated_url, min_size=1, max_size=2)
-    try:
-        yield pool
-    finally:
-        await asyncio.wait_for(pool.close(), 10)
 
 
 @pytest.fixture
