@@ -11,7 +11,7 @@ from faust import StreamT
 from pydantic import TypeAdapter
 
 from schemas.events import CatalogEvent, JobStatusEvent
-from streamapp.agent_steps import decode_or_dead_letter, judge_catalog_event
+from streamapp.agent_steps import judge_each
 from streamapp.app import app, runtime
 
 _job_status = TypeAdapter[CatalogEvent](JobStatusEvent)
@@ -20,7 +20,4 @@ JOB_STATUS_TYPES = frozenset({"job.status_changed", "artwork.declined", "artwork
 
 @app.agent(runtime.topics.job_status, concurrency=1)
 async def react_to_job_status(stream: StreamT[bytes]) -> None:
-    async for event in stream.events():
-        found = await decode_or_dead_letter(event.message, _job_status, JOB_STATUS_TYPES)
-        if found is not None:
-            await judge_catalog_event(*found)
+    await judge_each(stream, _job_status, JOB_STATUS_TYPES)

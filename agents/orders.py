@@ -10,7 +10,7 @@ from faust import StreamT
 from pydantic import TypeAdapter
 
 from schemas.events import CatalogEvent, OrdersEvent
-from streamapp.agent_steps import decode_or_dead_letter, judge_catalog_event
+from streamapp.agent_steps import judge_each
 from streamapp.app import app, runtime
 
 _orders = TypeAdapter[CatalogEvent](OrdersEvent)
@@ -19,7 +19,4 @@ ORDER_TYPES = frozenset({"order.submitted", "reorder.requested", "lead.created"}
 
 @app.agent(runtime.topics.orders, concurrency=1)
 async def react_to_orders(stream: StreamT[bytes]) -> None:
-    async for event in stream.events():
-        found = await decode_or_dead_letter(event.message, _orders, ORDER_TYPES)
-        if found is not None:
-            await judge_catalog_event(*found)
+    await judge_each(stream, _orders, ORDER_TYPES)

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Protocol, TypeVar
 
 from aiokafka.errors import KafkaError
+from faust import StreamT
 from faust.exceptions import ProducerSendError
 from faust.types import Message
 from pydantic import TypeAdapter
@@ -146,3 +147,11 @@ async def judge_catalog_event(event: CatalogEvent, lineage: Lineage) -> None:
             logger.info("%s not sent for event_id=%s: the customer has no phone number", rule_key, event.event_id)
     for action in decision.actions:
         await publish(action)
+
+
+async def judge_each(stream: StreamT[bytes], adapter: TypeAdapter[CatalogEvent], known_types: frozenset[str]) -> None:
+    """The body of a catalog agent: decode each message of ``stream`` (or dead-letter it) and judge it."""
+    async for event in stream.events():
+        found = await decode_or_dead_letter(event.message, adapter, known_types)
+        if found is not None:
+            await judge_catalog_event(*found)
