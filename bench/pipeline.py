@@ -22,6 +22,8 @@ action counter (an aiokafka consumer, no group) running in this process, so in (
 the baseline's CPU; (c) pays for the re-key hop and the changelog but not for the watermark wait
 or PostgreSQL. Then, per variant, a live phase: M payments at a paced rate; latency is the
 action record's CreateTime minus its payment record's CreateTime (matched by lineage.event_id).
+CPU per event is the variant's process CPU while it drains the backlog (/proc; the baseline's
+includes this process's action counter).
 """
 
 from __future__ import annotations
@@ -82,6 +84,15 @@ class Result:
     p50_ms: float
     p99_ms: float
     duplicates: int
+    cpu_s: float | None  # the variant's process CPU seconds while draining the backlog
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of process ``pid`` (this one if None) so far."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def payment(shop: str, customer: str, order: int, event_id: str, ts_ms: int) -> tuple[bytes, bytes]:
@@ -173,12 +184,14 @@ class ActionCounter:
         return [ts - sent_ms[e] for e, ts in self.seen.values() if e in sent_ms]
 
 
-def summary(variant: str, events: int, seconds: float, lat: list[float], counter: ActionCounter) -> Result:
+def summary(
+    variant: str, events: int, seconds: float, lat: list[float], counter: ActionCounter, cpu: float | None
+) -> Result:
     cuts = statistics.quantiles(lat, n=100, method="inclusive")
     duplicates = counter.records - len(counter.seen)
     if duplicates:
         print(f"note: {variant} produced {duplicates} duplicate actions", file=sys.stderr)
-    return Result(variant, events, seconds, statistics.median(lat), cuts[98], duplicates)
+    return Result(variant, events, seconds, statistics.median(lat), cuts[98], duplicates, cpu)
 
 
 async def live_phase(
@@ -230,12 +243,13 @@ async def bench_streamapp(settings: Settings, shop: str, args: argparse.Namespac
             if time.monotonic() > deadline:
                 raise BenchError(f"worker not ready within {args.timeout:.0f}s:\n{worker.log_tail()}")
             await asyncio.sleep(0.05)
-        started = time.monotonic()
+        started, cpu0 = time.monotonic(), cpu_seconds(worker.pid)
         if counter.seen:
             print(f"note: {len(counter.seen)} actions were already out when /readyz first said 200", file=sys.stderr)
         ended = await counter.wait_for(args.events, args.timeout, "streamapp backlog actions", alive)
+        cpu = cpu_seconds(worker.pid) - cpu0
         lat = await live_phase(settings, shop, counter, args, alive)
-        return summary("streamapp worker", args.events, ended - started, lat, counter)
+        return summary("streamapp worker", args.events, ended - started, lat, counter, cpu)
     finally:
         worker.stop(timeout=30.0)
         reader.cancel()
@@ -298,6 +312,7 @@ async def bench_baseline(settings: Settings, shop: str, args: argparse.Namespace
     counter = ActionCounter(settings)
     reader = asyncio.create_task(counter.run())
     started: list[float] = []
+    cpu0 = cpu_seconds()
     loop = asyncio.create_task(baseline_loop(settings, view, started))
 
     def alive() -> None:
@@ -308,8 +323,9 @@ async def bench_baseline(settings: Settings, shop: str, args: argparse.Namespace
 
     try:
         ended = await counter.wait_for(args.events, args.timeout, "baseline backlog actions", alive)
+        cpu = cpu_seconds() - cpu0  # this process: the loop and the action counter together
         lat = await live_phase(settings, shop, counter, args, alive)
-        return summary("aiokafka baseline", args.events, ended - started[0], lat, counter)
+        return summary("aiokafka baseline", args.events, ended - started[0], lat, counter, cpu)
     finally:
         for task in (loop, reader):
             task.cancel()
@@ -345,10 +361,11 @@ async def bench_quix(settings: Settings, shop: str, args: argparse.Namespace, wo
             if time.monotonic() > deadline:
                 raise BenchError(f"quix app got no payment within {args.timeout:.0f}s:\n{app.log_tail()}")
             await asyncio.sleep(0.01)
-        started = time.monotonic()
+        started, cpu0 = time.monotonic(), cpu_seconds(app.pid)
         ended = await counter.wait_for(args.events, args.timeout, "quix backlog actions", alive)
+        cpu = cpu_seconds(app.pid) - cpu0
         lat = await live_phase(settings, shop, counter, args, alive)
-        return summary("quixstreams app", args.events, ended - started, lat, counter)
+        return summary("quixstreams app", args.events, ended - started, lat, counter, cpu)
     finally:
         app.stop(timeout=30.0)
         reader.cancel()
@@ -420,6 +437,8 @@ def figures(results: list[Result], args: argparse.Namespace, libs: Path | None) 
             "p50_action_ms": round(r.p50_ms, 1),
             "p99_action_ms": round(r.p99_ms, 1),
             "duplicate_actions": r.duplicates,
+            # CPU per event while draining; the baseline's includes this process's action counter.
+            "cpu_us_per_event": round(r.cpu_s / r.events * 1e6) if r.cpu_s is not None else None,
         }
         for name, r in by_name.items()
     }
@@ -477,13 +496,14 @@ def main() -> None:
     out = sys.stderr if args.json else sys.stdout
     print(versions(libs), file=out)
     print(
-        f"{'variant':<18} {'events':>7} {'seconds':>8} {'events/s':>9} {'live p50 ms':>12} {'live p99 ms':>12}",
+        f"{'variant':<18} {'events':>7} {'seconds':>8} {'events/s':>9} {'CPU us/ev':>10} "
+        f"{'live p50 ms':>12} {'live p99 ms':>12}",
         file=out,
     )
     for r in results:
         print(
             f"{r.variant:<18} {r.events:>7} {r.seconds:>8.2f} {r.events / r.seconds:>9.0f} "
-            f"{r.p50_ms:>12.1f} {r.p99_ms:>12.1f}",
+            f"{(r.cpu_s or 0) / r.events * 1e6:>10.0f} {r.p50_ms:>12.1f} {r.p99_ms:>12.1f}",
             file=out,
         )
     for r in results:
