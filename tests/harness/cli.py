@@ -12,8 +12,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streamapp.settings import Settings
 from streamapp.topics import ALL_TOPICS, ensure_topics, topic_configs, topic_name
-from tests.harness.services import REPO_ROOT, wait_for
-from tests.integration.kafka_helpers import create_topic
+from tests.harness.kafka import create_topic
+from tests.harness.services import REPO_ROOT
+from tests.harness.waits import wait_for
 
 SHOP = "shop-1"
 

@@ -24,11 +24,12 @@ from streamapp.rules.order_count import action_id
 from streamapp.settings import Settings
 from streamapp.sinks.email import INTERRUPTED, EmailSink
 from streamapp.topics import ACTIONS, topic_name
-from tests.conftest import settings_env
-from tests.harness.services import Worker, wait_for
+from tests.harness.kafka import group_lag, group_offsets, produce, read_all
+from tests.harness.pipeline import Pipeline, pipeline_settings
+from tests.harness.services import Worker
+from tests.harness.settings import settings_env
 from tests.harness.smtp import Recorder, smtp_server
-from tests.integration.kafka_helpers import group_lag, group_offsets, produce, read_all
-from tests.integration.pipeline import Pipeline, pipeline_settings
+from tests.harness.waits import eventually, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -337,10 +338,8 @@ async def handed_back(pool: asyncpg.Pool, port: int, backoff: Backoff, until: An
     action = email_action()
     stopping = asyncio.get_running_loop().create_future()
     task = asyncio.ensure_future(perform_unless_stopped(sink, action, stopping, grace=0))
-    deadline = time.monotonic() + 30
-    while not until():
-        assert time.monotonic() < deadline and not task.done(), "the delivery never got there"
-        await asyncio.sleep(0.01)
+    await eventually(lambda: until() or task.done(), timeout=30, what="the delivery to get there", interval=0.01)
+    assert until(), "the delivery ended before it got there"
     stopped_at = time.monotonic()
     stopping.set_result(None)
     assert await task is None

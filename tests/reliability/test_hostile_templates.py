@@ -45,14 +45,15 @@ from pydantic import SecretStr
 from schemas.config import CatalogToggle, StripeConnection
 from streamapp.connections import stripe_account
 from streamapp.connections.crypto import generate_key
-from tests.conftest import settings_env
 from tests.harness.cli import Cli
-from tests.harness.services import REPO_ROOT, InThread, Worker, wait_for
+from tests.harness.kafka import read_all
+from tests.harness.pipeline import Pipeline, now, pipeline_settings
+from tests.harness.services import REPO_ROOT, InThread, Worker
+from tests.harness.settings import command_env, settings_env
 from tests.harness.smtp import Recorder, smtp_server
 from tests.harness.stripe import StripeFaultProxy
 from tests.harness.twilio import TwilioFaultProxy
-from tests.integration.kafka_helpers import read_all
-from tests.integration.pipeline import Pipeline, now, pipeline_settings
+from tests.harness.waits import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -265,7 +266,7 @@ def line(
         line.worker_log = tmp / "worker.log"
         line.worker = Worker("streamapp.app", settings_env(settings), line.worker_log)
         outputs: list[str] = []
-        line.clis = [RecordingCli({**os.environ, **settings_env(settings)}, tmp, outputs) for _ in range(3)]
+        line.clis = [RecordingCli(command_env(settings), tmp, outputs) for _ in range(3)]
         line.cli = line.clis[0]
         try:
             line.twilio, line.stripe = twilio, stripe

@@ -11,7 +11,6 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from pydantic import SecretStr
 
 from schemas.actions import Action
 from schemas.config import EmailTemplate, OrderCountRule, Record
@@ -31,30 +30,27 @@ from streamapp.topics import (
     ensure_topics,
     topic_name,
 )
-from tests.harness.services import Worker, new_database, wait_for
+from tests.harness.kafka import group_lag, produce, read_all
+from tests.harness.services import Worker, new_database
+from tests.harness.settings import isolated_settings
 from tests.harness.smtp import Recorder
-from tests.integration.kafka_helpers import group_lag, produce, read_all
+from tests.harness.waits import wait_for
 
 
 def pipeline_settings(
     name: str, kafka_bootstrap: str, postgres_url: str, smtp_port: int, data_dir: Path, **overrides: Any
 ) -> Settings:
     """Settings of one pipeline test: its own app id, topics (created) and migrated database; fast commits."""
-    run = uuid.uuid4().hex[:10]
     database_url = new_database(postgres_url)
     upgrade(database_url)
     values: dict[str, Any] = {
-        "app_id": f"{name}-{run}",
-        "topic_prefix": f"{name}{run}.",
-        "kafka_bootstrap_servers": kafka_bootstrap,
-        "database_url": SecretStr(database_url),
-        "data_dir": data_dir,
+        "database_url": database_url,
         "commit_interval_seconds": 0.5,
         "smtp_host": "127.0.0.1",
         "smtp_port": smtp_port,
         **overrides,
     }
-    settings = Settings(**values)
+    settings = isolated_settings(name, kafka_bootstrap, data_dir, **values)
     asyncio.run(ensure_topics(settings))
     return settings
 
