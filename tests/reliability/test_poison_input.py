@@ -51,11 +51,11 @@ from streamapp.settings import Settings
 from streamapp.topics import ACTIONS, DEAD_LETTERS, ensure_topics, topic_name
 from tests.harness.kafka import create_topic, group_lag, read_all
 from tests.harness.pipeline import Pipeline, now, pipeline_settings
+from tests.harness.poison import CONTRACTS, Poison, kept, keys, poison_kinds, unbase64, valid_events
 from tests.harness.services import Worker
 from tests.harness.settings import settings_env
 from tests.harness.smtp import Recorder, smtp_server
 from tests.harness.waits import wait_for
-from tests.unit.test_poison_decode import CONTRACTS, Poison, kept, keys, poison_kinds, unbase64, valid_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
