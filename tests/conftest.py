@@ -23,6 +23,7 @@ from tests.harness.services import Worker, new_database
 from tests.harness.settings import command_env, isolated_settings
 from tests.harness.stripe import StripeFaultProxy, stripe_mock_session
 from tests.harness.twilio import TwilioFaultProxy, prism_session
+from tests.harness.zygote import Zygote
 
 
 @pytest.fixture(scope="session")
@@ -109,13 +110,20 @@ def settings_factory(kafka_bootstrap: str, tmp_path: Path) -> Callable[..., Sett
     return make
 
 
+@pytest.fixture(scope="session")
+def zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zygote]:
+    """Runs each ``streamapp`` command in a fresh process forked from one that imported the CLI once."""
+    with Zygote(tmp_path_factory.mktemp("commands")) as forks:
+        yield forks
+
+
 @pytest.fixture
-def cli(settings_factory: Callable[..., Settings], database_url: str, tmp_path: Path) -> Cli:
+def cli(settings_factory: Callable[..., Settings], database_url: str, tmp_path: Path, zygote: Zygote) -> Cli:
     """The command line of one test: its own topics (created) and migrated database."""
     upgrade(database_url)
     settings = settings_factory(database_url=database_url)
     create_topics(settings)
-    return Cli(command_env(settings), tmp_path)
+    return Cli(command_env(settings), tmp_path, zygote)
 
 
 @pytest.fixture
