@@ -32,7 +32,7 @@ from streamapp.topics import (
 )
 from tests.harness.kafka import group_lag, produce, read_all
 from tests.harness.services import Worker, new_database
-from tests.harness.settings import isolated_settings
+from tests.harness.settings import isolated_settings, settings_env
 from tests.harness.smtp import Recorder
 from tests.harness.waits import wait_for
 
@@ -53,6 +53,13 @@ def pipeline_settings(
     settings = isolated_settings(name, kafka_bootstrap, data_dir, **values)
     asyncio.run(ensure_topics(settings))
     return settings
+
+
+def own_worker(settings: Settings, folder: Path, name: str) -> Worker:
+    """A worker of ``settings``' app with its own data dir ``folder/name`` (as a second host would have)
+    and log ``folder/name.log``; started, not waited for."""
+    env = {**settings_env(settings), "STREAMAPP_DATA_DIR": str(folder / name)}
+    return Worker("streamapp.app", env, folder / f"{name}.log")
 
 
 def now() -> datetime:
