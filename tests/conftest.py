@@ -7,14 +7,12 @@ running ones. Each test gets its own topic prefix, consumer group and database.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-from pydantic import SecretStr
 
 from streamapp.db import upgrade
 from streamapp.embedded.kafka import EmbeddedKafka, ensure_kafka_libs
@@ -22,8 +20,10 @@ from streamapp.embedded.postgres import EmbeddedPostgres
 from streamapp.settings import Settings
 from tests.harness.cli import Cli, create_topics
 from tests.harness.services import Worker, new_database
+from tests.harness.settings import command_env, isolated_settings
 from tests.harness.stripe import StripeFaultProxy, stripe_mock_session
 from tests.harness.twilio import TwilioFaultProxy, prism_session
+from tests.harness.zygote import Zygote
 
 
 @pytest.fixture(scope="session")
@@ -101,58 +101,29 @@ async def pool(migrated_url: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture
 def settings_factory(kafka_bootstrap: str, tmp_path: Path) -> Callable[..., Settings]:
     """Settings isolated to one test: its own app id (consumer group), topic prefix and data dir."""
-    run_id = uuid.uuid4().hex[:10]
+    run = uuid.uuid4().hex[:10]
 
     def make(**overrides: object) -> Settings:
-        values: dict[str, object] = {
-            "app_id": f"test-{run_id}",
-            "topic_prefix": f"t{run_id}.",
-            "kafka_bootstrap_servers": kafka_bootstrap,
-            "data_dir": tmp_path / "state",
-            "topic_partitions": 4,
-        }
-        values.update(overrides)
-        if isinstance(values.get("database_url"), str):
-            values["database_url"] = SecretStr(str(values["database_url"]))
-        return Settings(**values)  # type: ignore[arg-type]
+        values = {"topic_partitions": 4, **overrides}
+        return isolated_settings("test", kafka_bootstrap, tmp_path / "state", run=run, **values)
 
     return make
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment under which a subprocess builds the same settings."""
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-        "STREAMAPP_APP_ID": settings.app_id,
-        "STREAMAPP_TOPIC_PREFIX": settings.topic_prefix,
-        "STREAMAPP_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "STREAMAPP_DATA_DIR": str(settings.data_dir),
-        "STREAMAPP_COMMIT_INTERVAL_SECONDS": str(settings.commit_interval_seconds),
-        "STREAMAPP_SESSION_TIMEOUT_SECONDS": str(settings.session_timeout_seconds),
-        "STREAMAPP_SMTP_HOST": settings.smtp_host,
-        "STREAMAPP_SMTP_PORT": str(settings.smtp_port),
-        "STREAMAPP_CLOCK": settings.clock,
-        "STREAMAPP_TICK_SECONDS": str(settings.tick_seconds),
-        "STREAMAPP_PROVIDER_TIMEOUT_SECONDS": str(settings.provider_timeout_seconds),
-    }
-    if settings.database_url is not None:
-        env["DATABASE_URL"] = settings.database_url.get_secret_value()
-    if settings.secret_key is not None:
-        env["STREAMAPP_SECRET_KEY"] = settings.secret_key.get_secret_value()
-    if settings.twilio_api_url is not None:
-        env["STREAMAPP_TWILIO_API_URL"] = settings.twilio_api_url
-    if settings.stripe_api_url is not None:
-        env["STREAMAPP_STRIPE_API_URL"] = settings.stripe_api_url
-    return env
+@pytest.fixture(scope="session")
+def zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zygote]:
+    """Runs each ``streamapp`` command in a fresh process forked from one that imported the CLI once."""
+    with Zygote(tmp_path_factory.mktemp("commands")) as forks:
+        yield forks
 
 
 @pytest.fixture
-def cli(settings_factory: Callable[..., Settings], database_url: str, tmp_path: Path) -> Cli:
+def cli(settings_factory: Callable[..., Settings], database_url: str, tmp_path: Path, zygote: Zygote) -> Cli:
     """The command line of one test: its own topics (created) and migrated database."""
     upgrade(database_url)
     settings = settings_factory(database_url=database_url)
     create_topics(settings)
-    return Cli({**os.environ, **settings_env(settings)}, tmp_path)
+    return Cli(command_env(settings), tmp_path, zygote)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import subprocess
 import sys
@@ -12,29 +13,45 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streamapp.settings import Settings
 from streamapp.topics import ALL_TOPICS, ensure_topics, topic_configs, topic_name
-from tests.harness.services import REPO_ROOT, wait_for
-from tests.integration.kafka_helpers import create_topic
+from tests.harness.kafka import create_topic
+from tests.harness.services import REPO_ROOT
+from tests.harness.waits import wait_for
+from tests.harness.zygote import COMMAND_TIMEOUT, Zygote
 
 SHOP = "shop-1"
 
 
 class Cli:
-    """Runs ``python -m streamapp`` with one test's environment."""
+    """Runs ``streamapp`` with one test's environment: through ``zygote`` (a fresh forked process per
+    command, see :mod:`tests.harness.zygote`), or, without one, as ``python -m streamapp`` spawned."""
 
-    def __init__(self, env: dict[str, str], tmp: Path) -> None:
+    def __init__(self, env: dict[str, str], tmp: Path, zygote: Zygote | None = None) -> None:
         self.env = env
         self.tmp = tmp
+        self.zygote = zygote
 
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
+    def spawned(self) -> Cli:
+        """The same command line, each command spawned as ``python -m streamapp`` (interpreter start-up included)."""
+        spawned = copy.copy(self)
+        spawned.zygote = None
+        return spawned
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``streamapp *args``: its exit code, output and error, unchecked."""
+        if self.zygote is not None:
+            return self.zygote.run(args, self.env)
+        return subprocess.run(
             [sys.executable, "-m", "streamapp", *args],
             capture_output=True,
             text=True,
             env=self.env,
             cwd=REPO_ROOT,
-            timeout=60,
+            timeout=COMMAND_TIMEOUT,
             check=False,
         )
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        done = self.run(*args)
         assert "Traceback" not in done.stderr + done.stdout, done.stderr
         return done
 

@@ -1,4 +1,4 @@
-"""Helpers shared by integration tests: bounded polling, workers as subprocesses, process trees."""
+"""Helpers shared by integration tests: workers as subprocesses, process trees, HTTP probes."""
 
 from __future__ import annotations
 
@@ -8,32 +8,18 @@ import os
 import signal
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from streamapp.embedded.process import ChildProcess, free_port
+from tests.harness.waits import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 S = TypeVar("S", bound=AbstractAsyncContextManager[Any])
-
-
-def wait_for(condition: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.1) -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def new_database(server_url: str) -> str:

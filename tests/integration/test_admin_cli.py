@@ -1,4 +1,5 @@
-"""The admin commands through the real entry point (``python -m streamapp``) on the real broker and database."""
+"""The admin commands through the real entry point (``streamapp.cli.main.main``, each in its own process)
+on the real broker and database."""
 
 from __future__ import annotations
 
@@ -141,6 +142,8 @@ def test_ledger_balance_and_alerts(cli: Cli) -> None:
 
 
 def test_unreachable_services_are_one_line_exit_1(cli: Cli) -> None:
+    """Spawned as ``python -m streamapp``, not forked: the exit code and the one line as a shell sees them."""
+    cli = cli.spawned()
     cli.env = {
         **cli.env,
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",

@@ -24,7 +24,7 @@ from faust.types import TP
 
 from streamapp.factory import create_app
 from streamapp.settings import Settings
-from tests.integration.kafka_helpers import create_topic, produce, wait_assigned
+from tests.harness.kafka import create_topic, produce, wait_assigned
 
 pytestmark = pytest.mark.integration
 

@@ -149,6 +149,8 @@ def test_admins_receive_notifications_preview(cli: Cli) -> None:
 
 
 def test_variables_catalogue(cli: Cli) -> None:
+    """Spawned as ``python -m streamapp``, not forked: the console script's module from a cold start."""
+    cli = cli.spawned()
     everything = cli.ok("catalog", "variables")
     for name in ("portal_link", "tracking_numbers", "decline_reason", "lead_source", "total_due", "paid_on"):
         assert name in everything

@@ -16,8 +16,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamapp.db import upgrade
 from streamapp.embedded.process import free_port
-from tests.harness.services import REPO_ROOT, descendants, http_get, pid_alive, wait_for
-from tests.integration.kafka_helpers import create_topic, produce
+from tests.harness.kafka import create_topic, produce
+from tests.harness.services import REPO_ROOT, descendants, http_get, pid_alive
+from tests.harness.waits import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from streamapp import faust_fixes
-from tests.integration.kafka_helpers import create_topic, read_values, wait_assigned
+from tests.harness.kafka import create_topic, read_values, wait_assigned
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,6 @@ the test says what time it is by sending ticks. Each test has its own shop.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -20,11 +19,13 @@ import pytest
 
 from schemas.config import CatalogToggle, ShopAdmin, ShopProfile
 from streamapp.rules import automation
-from tests.conftest import settings_env
 from tests.harness.cli import Cli
-from tests.harness.services import Worker, wait_for
+from tests.harness.pipeline import Pipeline, now, pipeline_settings
+from tests.harness.services import Worker
+from tests.harness.settings import command_env, settings_env
 from tests.harness.smtp import Recorder, smtp_server
-from tests.integration.pipeline import Pipeline, now, pipeline_settings
+from tests.harness.waits import wait_for
+from tests.harness.zygote import Zygote
 
 pytestmark = pytest.mark.integration
 
@@ -195,13 +196,13 @@ def test_a_worker_restart_mid_schedule_fires_each_step_exactly_once(line: Pipeli
     assert len(sent) == 3  # invoice sent, overdue, 30 days
 
 
-def test_the_forecast_lists_what_will_fire(line: Pipeline, tmp_path: Path) -> None:
+def test_the_forecast_lists_what_will_fire(line: Pipeline, tmp_path: Path, zygote: Zygote) -> None:
     shop = new_shop(line, switch_on=("payment_due_soon_email",))
     line.send_event(invoice_event("invoice.sent", shop, "inv-6"))
     line.send_event(invoice_event("invoice.sent", shop, "inv-7"))
     line.send_event(invoice_event("invoice.voided", shop, "inv-7"))
     line.drain()
-    cli = Cli({**os.environ, **settings_env(line.settings)}, tmp_path)
+    cli = Cli(command_env(line.settings), tmp_path, zygote)
     horizon = (DUE - date.today()).days + 20  # up to 20 days after the due date: not the 90-day step
     rows = [r.split() for r in cli.ok("invoices", "upcoming", "--shop", shop, "--days", str(horizon)).splitlines()]
     assert rows[0] == ["WHEN", "RULE", "CHANNEL", "INVOICE", "CUSTOMER", "DUE", "DATE"]

@@ -20,6 +20,7 @@ from streamapp.errors import ConfigurationError
 from streamapp.sinks.notifications import LOCK_NAMESPACE, NotificationSink, ToastSink
 from tests.harness.cli import Cli as EntryPoint
 from tests.harness.waits import eventually
+from tests.harness.zygote import Zygote
 
 pytestmark = pytest.mark.integration
 
@@ -260,7 +261,7 @@ class Cli(EntryPoint):
 
 
 @pytest.fixture
-def cli(migrated_url: str, tmp_path: Path) -> Cli:
+def cli(migrated_url: str, tmp_path: Path, zygote: Zygote) -> Cli:
     async def seed() -> None:
         pool = await asyncpg.create_pool(migrated_url, min_size=1, max_size=2)
         try:
@@ -272,7 +273,7 @@ def cli(migrated_url: str, tmp_path: Path) -> Cli:
             await pool.close()
 
     asyncio.run(seed())
-    return Cli({**os.environ, "DATABASE_URL": migrated_url}, tmp_path)
+    return Cli({**os.environ, "DATABASE_URL": migrated_url}, tmp_path, zygote)
 
 
 def columns(table: str) -> list[dict[str, str]]:

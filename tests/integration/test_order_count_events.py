@@ -18,11 +18,12 @@ import pytest
 
 from schemas.deadletter import DeadLetter
 from streamapp.rules.order_count import action_id
-from tests.conftest import settings_env
-from tests.harness.services import Worker, wait_for
+from tests.harness.kafka import produce
+from tests.harness.pipeline import Pipeline, now, pipeline_settings
+from tests.harness.services import Worker
+from tests.harness.settings import settings_env
 from tests.harness.smtp import Recorder, smtp_server
-from tests.integration.kafka_helpers import produce
-from tests.integration.pipeline import Pipeline, now, pipeline_settings
+from tests.harness.waits import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -25,11 +25,12 @@ from schemas.config import CatalogToggle, ShopAdmin, ShopProfile, SmsConnection,
 from streamapp.connections import stripe_account, twilio_account
 from streamapp.connections.crypto import generate_key
 from streamapp.rules import automation
-from tests.conftest import settings_env
-from tests.harness.services import InThread, Worker, wait_for
+from tests.harness.pipeline import Pipeline, now, pipeline_settings
+from tests.harness.services import InThread, Worker
+from tests.harness.settings import settings_env
 from tests.harness.smtp import Recorder, smtp_server
 from tests.harness.twilio import TwilioFaultProxy
-from tests.integration.pipeline import Pipeline, now, pipeline_settings
+from tests.harness.waits import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,10 @@ from collections.abc import Callable
 import pytest
 
 from streamapp.settings import Settings
-from tests.conftest import settings_env
-from tests.harness.services import Worker, wait_for
-from tests.integration.kafka_helpers import create_topic, produce
+from tests.harness.kafka import create_topic, produce
+from tests.harness.services import Worker
+from tests.harness.settings import settings_env
+from tests.harness.waits import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.consumer import ThreadDelegateConsumer
 
 from streamapp import faust_fixes
-from tests.integration.kafka_helpers import create_topic, produce, read_values
+from tests.harness.kafka import create_topic, produce, read_values
 
 pytestmark = pytest.mark.integration
 

@@ -3,42 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
-import uuid
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from schemas.actions import Action
 from streamapp.rules.order_count import action_id
-from tests.conftest import settings_env
-from tests.harness.services import Worker, wait_for
+from tests.harness.kafka import group_offsets, produce, read_all
+from tests.harness.load import CREDIT_AT, payments, publish_count_rules
+from tests.harness.pipeline import Pipeline, own_worker, pipeline_settings
 from tests.harness.smtp import Recorder, smtp_server
-from tests.integration.kafka_helpers import group_offsets, produce, read_all
-from tests.integration.pipeline import Pipeline, pipeline_settings
+from tests.harness.waits import wait_for
 
 pytestmark = pytest.mark.integration
 
 CUSTOMERS = [f"c{i:03d}" for i in range(60)]
-ORDERS = 6
-CREDIT_AT = {1: 100, 2: 200, 3: 300, 4: 400, 5: 500}  # count -> cents
-
-
-def payment(shop: str, customer: str, order: int, event_id: str) -> tuple[bytes, bytes]:
-    value = {
-        "type": "payment.succeeded",
-        "event_id": event_id,
-        "shop_id": shop,
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "customer": {"customer_id": customer, "name": f"Customer {customer}", "email": f"{customer}@example.com"},
-        "order_id": f"{customer}-o{order}",
-        "payment_id": uuid.uuid4().hex[:12],
-        "amount_cents": 1000,
-    }
-    return f"{shop}:{customer}".encode(), json.dumps(value).encode()
 
 
 def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
@@ -52,26 +33,11 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
         )
         line = Pipeline(settings, recorder)
         shop = f"shop-{settings.app_id}"
-        line.add_template(shop, "three", "Three orders!", "<p>Thanks {{ customer_name }}</p>")
-        rules = {
-            count: line.add_rule(shop, f"Credit at {count}", count, "credit", amount_cents=cents)
-            for count, cents in CREDIT_AT.items()
-        }
-        email = line.add_rule(shop, "Email at 3", 3, "email", template_key="three")
-        alert = line.add_rule(shop, "Alert at 5", 5, "alert")
+        published = publish_count_rules(line, shop)
+        rules, email, alert = published.credits, published.email, published.alert
+        asyncio.run(produce(kafka_bootstrap, line.payments, payments(shop, CUSTOMERS)))
 
-        records: list[tuple[bytes, bytes]] = []
-        for order in range(1, ORDERS + 1):
-            for customer in CUSTOMERS:
-                event_id = f"{customer}-e{order}"
-                records.append(payment(shop, customer, order, event_id))
-                if order % 2 == 0:  # a redelivery and a second payment of the same order
-                    records.append(payment(shop, customer, order, event_id))
-                    records.append(payment(shop, customer, order, f"{event_id}-again"))
-        asyncio.run(produce(kafka_bootstrap, line.payments, records))
-
-        env = settings_env(settings)
-        first = Worker("streamapp.app", {**env, "STREAMAPP_DATA_DIR": str(tmp_path / "a")}, tmp_path / "a.log")
+        first = own_worker(settings, tmp_path, "a")
         try:
             first.wait_ready()
             wait_for(
@@ -85,7 +51,7 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
         # Diagnostic snapshot: what the dead worker committed, and what it had performed.
         committed_at_kill = asyncio.run(group_offsets(kafka_bootstrap, settings.app_id))
 
-        second = Worker("streamapp.app", {**env, "STREAMAPP_DATA_DIR": str(tmp_path / "b")}, tmp_path / "b.log")
+        second = own_worker(settings, tmp_path, "b")
         try:
             second.wait_ready()
             line.drain(timeout=120)

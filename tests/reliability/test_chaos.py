@@ -1,7 +1,7 @@
 """Never lose, never double: load with workers killed, added, removed and frozen, and providers failing.
 
 Each test drives known input through two or more real workers while a nemesis strikes
-(see :mod:`tests.reliability.chaos`), heals the world, waits for zero lag within
+(see :mod:`tests.harness.chaos`), heals the world, waits for zero lag within
 ``DRAIN_BOUND_SECONDS`` and has the verifier recompute every expected effect from the
 input: every credit, alert, notification, email, SMS and payment link exactly once, none
 missing, every poison message dead-lettered with its bytes, and delivery records that tell
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.chaos import NEMESES, Input, Verdict, World, assert_sound, chaos_world, run_chaos, verify
+from tests.harness.chaos import NEMESES, Input, Verdict, World, assert_sound, chaos_world, run_chaos, verify
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 

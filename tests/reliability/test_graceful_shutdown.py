@@ -4,7 +4,6 @@ the work in flight, the worker exits within a stated bound, and nothing is lost 
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import threading
 import time
@@ -24,11 +23,12 @@ from streamapp.rules.order_count import action_id
 from streamapp.settings import Settings
 from streamapp.sinks.email import INTERRUPTED, EmailSink
 from streamapp.topics import ACTIONS, topic_name
-from tests.conftest import settings_env
-from tests.harness.services import Worker, wait_for
+from tests.harness.kafka import group_lag, group_offsets, produce, read_all
+from tests.harness.load import CREDIT_AT, payments, publish_count_rules
+from tests.harness.pipeline import Pipeline, own_worker, pipeline_settings
+from tests.harness.services import Worker
 from tests.harness.smtp import Recorder, smtp_server
-from tests.integration.kafka_helpers import group_lag, group_offsets, produce, read_all
-from tests.integration.pipeline import Pipeline, pipeline_settings
+from tests.harness.waits import eventually, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -41,8 +41,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 EXIT_BOUND_SECONDS = 15.0
 
 CUSTOMERS = [f"c{i:03d}" for i in range(200)]
-ORDERS = 6
-CREDIT_AT = {1: 100, 2: 200, 3: 300, 4: 400, 5: 500}  # count -> cents
 
 
 class StallingSmtp(Recorder):
@@ -70,20 +68,6 @@ class StallingSmtp(Recorder):
         return "250 OK"
 
 
-def payment(shop: str, customer: str, order: int, event_id: str) -> tuple[bytes, bytes]:
-    value = {
-        "type": "payment.succeeded",
-        "event_id": event_id,
-        "shop_id": shop,
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "customer": {"customer_id": customer, "name": f"Customer {customer}", "email": f"{customer}@example.com"},
-        "order_id": f"{customer}-o{order}",
-        "payment_id": uuid.uuid4().hex[:12],
-        "amount_cents": 1000,
-    }
-    return f"{shop}:{customer}".encode(), json.dumps(value).encode()
-
-
 def sigterm(worker: Worker) -> tuple[int, float]:
     """SIGTERM ``worker``; its exit code and the seconds it took (SIGKILL after the bound plus 20 s)."""
     started = time.monotonic()
@@ -108,11 +92,6 @@ def wait_actions_committed(settings: Settings) -> None:
     )
 
 
-def new_worker(settings: Settings, tmp_path: Path, name: str) -> Worker:
-    env = {**settings_env(settings), "STREAMAPP_DATA_DIR": str(tmp_path / name)}
-    return Worker("streamapp.app", env, tmp_path / f"{name}.log")
-
-
 def test_sigterm_under_load_hands_partitions_over_and_nothing_is_lost_or_doubled(
     kafka_bootstrap: str, postgres_url: str, tmp_path: Path
 ) -> None:
@@ -124,26 +103,12 @@ def test_sigterm_under_load_hands_partitions_over_and_nothing_is_lost_or_doubled
         settings = pipeline_settings("graceful", kafka_bootstrap, postgres_url, smtp_port, tmp_path / "state")
         line = Pipeline(settings, recorder)
         shop = f"shop-{settings.app_id}"
-        line.add_template(shop, "three", "Three orders!", "<p>Thanks {{ customer_name }}</p>")
-        rules = {
-            count: line.add_rule(shop, f"Credit at {count}", count, "credit", amount_cents=cents)
-            for count, cents in CREDIT_AT.items()
-        }
-        email = line.add_rule(shop, "Email at 3", 3, "email", template_key="three")
-        alert = line.add_rule(shop, "Alert at 5", 5, "alert")
-
-        records: list[tuple[bytes, bytes]] = []
-        for order in range(1, ORDERS + 1):
-            for customer in CUSTOMERS:
-                event_id = f"{customer}-e{order}"
-                records.append(payment(shop, customer, order, event_id))
-                if order % 2 == 0:  # a redelivery and a second payment of the same order
-                    records.append(payment(shop, customer, order, event_id))
-                    records.append(payment(shop, customer, order, f"{event_id}-again"))
-        asyncio.run(produce(kafka_bootstrap, line.payments, records))
+        published = publish_count_rules(line, shop)
+        rules, email, alert = published.credits, published.email, published.alert
+        asyncio.run(produce(kafka_bootstrap, line.payments, payments(shop, CUSTOMERS)))
         expected_credits = len(CUSTOMERS) * len(CREDIT_AT)
 
-        stays, leaves = new_worker(settings, tmp_path, "stays"), new_worker(settings, tmp_path, "leaves")
+        stays, leaves = own_worker(settings, tmp_path, "stays"), own_worker(settings, tmp_path, "leaves")
         try:
             stays.wait_ready()
             leaves.wait_ready()
@@ -203,7 +168,7 @@ def test_sigterm_while_smtp_hangs_hands_the_email_back_and_the_next_worker_sends
         line.pay(shop, "ann", "order-1")
         email_id = action_id(shop, email.rule_id, "ann", 1)
 
-        first = new_worker(settings, tmp_path, "first")
+        first = own_worker(settings, tmp_path, "first")
         try:
             first.wait_ready()
             assert smtp.stalled.wait(60), "the email never reached the hanging SMTP server"
@@ -228,7 +193,7 @@ def test_sigterm_while_smtp_hangs_hands_the_email_back_and_the_next_worker_sends
         assert committed.get((topic_name(settings, ACTIONS), position[0]), 0) <= position[1]
 
         smtp.released.set()
-        second = new_worker(settings, tmp_path, "second")
+        second = own_worker(settings, tmp_path, "second")
         try:
             second.wait_ready()
             line.drain()
@@ -263,7 +228,7 @@ def test_an_action_that_crashes_its_sink_is_handed_back_and_the_worker_stops(
         for customer in ("ann", "ben"):
             line.pay(shop, customer, f"{customer}-order-1")
 
-        first = new_worker(settings, tmp_path, "first")
+        first = own_worker(settings, tmp_path, "first")
         try:
             first.wait_ready()
             code = wait_for(first.process.poll, timeout=60, what="the worker to stop on the sink's error")
@@ -274,7 +239,7 @@ def test_an_action_that_crashes_its_sink_is_handed_back_and_the_worker_stops(
         assert "UndefinedTableError" in log_of(first)
 
         line.sql("ALTER TABLE ledger_entries_away RENAME TO ledger_entries")
-        second = new_worker(settings, tmp_path, "second")
+        second = own_worker(settings, tmp_path, "second")
         try:
             second.wait_ready()
             line.drain()
@@ -337,10 +302,8 @@ async def handed_back(pool: asyncpg.Pool, port: int, backoff: Backoff, until: An
     action = email_action()
     stopping = asyncio.get_running_loop().create_future()
     task = asyncio.ensure_future(perform_unless_stopped(sink, action, stopping, grace=0))
-    deadline = time.monotonic() + 30
-    while not until():
-        assert time.monotonic() < deadline and not task.done(), "the delivery never got there"
-        await asyncio.sleep(0.01)
+    await eventually(lambda: until() or task.done(), timeout=30, what="the delivery to get there", interval=0.01)
+    assert until(), "the delivery ended before it got there"
     stopped_at = time.monotonic()
     stopping.set_result(None)
     assert await task is None

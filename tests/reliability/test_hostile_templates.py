@@ -24,11 +24,7 @@ import functools
 import json
 import os
 import secrets
-import select
-import signal
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -45,14 +41,16 @@ from pydantic import SecretStr
 from schemas.config import CatalogToggle, StripeConnection
 from streamapp.connections import stripe_account
 from streamapp.connections.crypto import generate_key
-from tests.conftest import settings_env
 from tests.harness.cli import Cli
-from tests.harness.services import REPO_ROOT, InThread, Worker, wait_for
+from tests.harness.kafka import read_all
+from tests.harness.pipeline import Pipeline, now, pipeline_settings
+from tests.harness.services import InThread, Worker
+from tests.harness.settings import command_env, settings_env
 from tests.harness.smtp import Recorder, smtp_server
 from tests.harness.stripe import StripeFaultProxy
 from tests.harness.twilio import TwilioFaultProxy
-from tests.integration.kafka_helpers import read_all
-from tests.integration.pipeline import Pipeline, now, pipeline_settings
+from tests.harness.waits import wait_for
+from tests.harness.zygote import Zygote
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -128,88 +126,18 @@ STRIPE_LIVE_KEY = "sk_live_" + secrets.token_hex(16)
 SENDER = "+15005550006"
 
 
-#: How long one command may take before the test fails (and the command is killed).
-COMMAND_TIMEOUT = 60.0
-#: Imports the command line once, then forks a fresh process for each command, which runs
-#: ``streamapp.cli.main.main()`` (the console script) with that command's arguments, environment and
-#: output files, and exits with its status: the command as users run it, without paying for the
-#: imports (seconds each on a loaded two-core machine) fifty times. The parent is single-threaded.
-#: A command may use 1 GiB more address space than the parent: a regression that allocates
-#: gigabytes fails with MemoryError instead of taking the machine's memory.
-ZYGOTE = """
-import json, os, resource, sys, traceback
-import streamapp.cli.main
-for line in sys.stdin:
-    request = json.loads(line)
-    pid = os.fork()
-    if pid == 0:
-        in_use = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
-        resource.setrlimit(resource.RLIMIT_AS, (in_use + (1 << 30), resource.getrlimit(resource.RLIMIT_AS)[1]))
-        os.environ.clear()
-        os.environ.update(request["env"])
-        sys.argv = ["streamapp", *request["args"]]
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-        os.dup2(os.open(request["out"], os.O_WRONLY), 1)
-        os.dup2(os.open(request["err"], os.O_WRONLY), 2)
-        code = 0
-        try:
-            streamapp.cli.main.main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    print(json.dumps(pid), flush=True)
-    print(json.dumps(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])), flush=True)
-"""
-
-
 class RecordingCli(Cli):
-    """The harness's command line run through a zygote (see ZYGOTE), keeping every command's
-    output and error for the secrets scan. Not thread-safe: one per thread, sharing ``outputs``."""
+    """The harness's command line run through its own zygote (see :mod:`tests.harness.zygote`),
+    keeping every command's output and error for the secrets scan. Not thread-safe: one per
+    thread, sharing ``outputs``."""
 
     def __init__(self, env: dict[str, str], tmp: Path, outputs: list[str] | None = None) -> None:
-        super().__init__(env, tmp)
+        super().__init__(env, tmp, Zygote(tmp))
         self.outputs: list[str] = [] if outputs is None else outputs
-        self.zygote = subprocess.Popen(
-            [sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO_ROOT
-        )
-        self._pending = b""
 
-    def _answer(self, deadline: float) -> Any:
-        """The zygote's next line, or None once ``deadline`` (monotonic) has passed."""
-        assert self.zygote.stdout is not None
-        while b"\n" not in self._pending:
-            ready, _, _ = select.select([self.zygote.stdout], [], [], max(deadline - time.monotonic(), 0))
-            if not ready:
-                return None
-            chunk = os.read(self.zygote.stdout.fileno(), 4096)
-            assert chunk, "the zygote exited"
-            self._pending += chunk
-        line, self._pending = self._pending.split(b"\n", 1)
-        return json.loads(line)
-
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        assert self.zygote.stdin is not None
-        out, err = (self.tmp / f"command-{uuid.uuid4().hex}.{name}" for name in ("out", "err"))
-        out.touch()
-        err.touch()
-        request = {"args": list(args), "env": self.env, "out": str(out), "err": str(err)}
-        self.zygote.stdin.write(json.dumps(request).encode() + b"\n")
-        self.zygote.stdin.flush()
-        deadline = time.monotonic() + COMMAND_TIMEOUT
-        pid = self._answer(deadline)
-        code = self._answer(deadline)
-        if code is None:
-            os.kill(pid, signal.SIGKILL)
-            self._answer(time.monotonic() + 10)
-            raise AssertionError(f"streamapp {' '.join(args)[:200]} did not finish within {COMMAND_TIMEOUT:.0f}s")
-        done = subprocess.CompletedProcess(args, code, out.read_text(), err.read_text())
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        done = super().run(*args)
         self.outputs.append(done.stdout + done.stderr)
-        assert "Traceback" not in done.stderr + done.stdout, done.stderr
         return done
 
     def with_env(self, **changes: str) -> Cli:
@@ -219,13 +147,8 @@ class RecordingCli(Cli):
         return other
 
     def close(self) -> None:
-        assert self.zygote.stdin is not None
-        self.zygote.stdin.close()
-        try:
-            self.zygote.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.zygote.kill()
-            self.zygote.wait(timeout=10)
+        assert self.zygote is not None
+        self.zygote.close()
 
 
 class Line(Pipeline):
@@ -265,7 +188,7 @@ def line(
         line.worker_log = tmp / "worker.log"
         line.worker = Worker("streamapp.app", settings_env(settings), line.worker_log)
         outputs: list[str] = []
-        line.clis = [RecordingCli({**os.environ, **settings_env(settings)}, tmp, outputs) for _ in range(3)]
+        line.clis = [RecordingCli(command_env(settings), tmp, outputs) for _ in range(3)]
         line.cli = line.clis[0]
         try:
             line.twilio, line.stripe = twilio, stripe

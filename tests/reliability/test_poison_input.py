@@ -49,12 +49,13 @@ from streamapp.errors import ConfigurationError
 from streamapp.rules import automation, order_count
 from streamapp.settings import Settings
 from streamapp.topics import ACTIONS, DEAD_LETTERS, ensure_topics, topic_name
-from tests.conftest import settings_env
-from tests.harness.services import Worker, wait_for
+from tests.harness.kafka import create_topic, group_lag, read_all
+from tests.harness.pipeline import Pipeline, now, pipeline_settings
+from tests.harness.poison import CONTRACTS, Poison, kept, keys, poison_kinds, unbase64, valid_events
+from tests.harness.services import Worker
+from tests.harness.settings import settings_env
 from tests.harness.smtp import Recorder, smtp_server
-from tests.integration.kafka_helpers import create_topic, group_lag, read_all
-from tests.integration.pipeline import Pipeline, now, pipeline_settings
-from tests.unit.test_poison_decode import CONTRACTS, Poison, kept, keys, poison_kinds, unbase64, valid_events
+from tests.harness.waits import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 

@@ -42,13 +42,13 @@ from streamapp.embedded.postgres import EmbeddedPostgres
 from streamapp.rules import automation, order_count
 from streamapp.settings import Settings
 from streamapp.topics import ACTIONS, ensure_topics, topic_name
-from tests.conftest import settings_env
-from tests.harness.services import InThread, Worker, pid_alive, wait_for
+from tests.harness.kafka import group_lag
+from tests.harness.pipeline import Pipeline, now, own_worker
+from tests.harness.services import InThread, Worker, pid_alive
 from tests.harness.smtp import Recorder, smtp_server
 from tests.harness.stripe import RATE_LIMITED, UNAVAILABLE, StripeFaultProxy
 from tests.harness.twilio import RATE_LIMITED_BODY, TwilioFaultProxy
-from tests.integration.kafka_helpers import group_lag
-from tests.integration.pipeline import Pipeline, now
+from tests.harness.waits import wait_for
 
 ACCOUNT = "AC" + "0123456789abcdef" * 2
 TOKEN = "fedcba9876543210" * 2
@@ -316,8 +316,7 @@ class World:
     def start_worker(self, *, wait: bool = False) -> Worker:
         self._incarnation += 1
         name = f"w{self._incarnation}"
-        env = {**settings_env(self.settings), "STREAMAPP_DATA_DIR": str(self.tmp / name)}
-        worker = Worker("streamapp.app", env, self.tmp / f"{name}.log")
+        worker = own_worker(self.settings, self.tmp, name)
         self.workers.append(worker)
         if wait:
             worker.wait_ready()

@@ -11,7 +11,6 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from pydantic import SecretStr
 
 from schemas.actions import Action
 from schemas.config import EmailTemplate, OrderCountRule, Record
@@ -31,32 +30,36 @@ from streamapp.topics import (
     ensure_topics,
     topic_name,
 )
-from tests.harness.services import Worker, new_database, wait_for
+from tests.harness.kafka import group_lag, produce, read_all
+from tests.harness.services import Worker, new_database
+from tests.harness.settings import isolated_settings, settings_env
 from tests.harness.smtp import Recorder
-from tests.integration.kafka_helpers import group_lag, produce, read_all
+from tests.harness.waits import wait_for
 
 
 def pipeline_settings(
     name: str, kafka_bootstrap: str, postgres_url: str, smtp_port: int, data_dir: Path, **overrides: Any
 ) -> Settings:
     """Settings of one pipeline test: its own app id, topics (created) and migrated database; fast commits."""
-    run = uuid.uuid4().hex[:10]
     database_url = new_database(postgres_url)
     upgrade(database_url)
     values: dict[str, Any] = {
-        "app_id": f"{name}-{run}",
-        "topic_prefix": f"{name}{run}.",
-        "kafka_bootstrap_servers": kafka_bootstrap,
-        "database_url": SecretStr(database_url),
-        "data_dir": data_dir,
+        "database_url": database_url,
         "commit_interval_seconds": 0.5,
         "smtp_host": "127.0.0.1",
         "smtp_port": smtp_port,
         **overrides,
     }
-    settings = Settings(**values)
+    settings = isolated_settings(name, kafka_bootstrap, data_dir, **values)
     asyncio.run(ensure_topics(settings))
     return settings
+
+
+def own_worker(settings: Settings, folder: Path, name: str) -> Worker:
+    """A worker of ``settings``' app with its own data dir ``folder/name`` (as a second host would have)
+    and log ``folder/name.log``; started, not waited for."""
+    env = {**settings_env(settings), "STREAMAPP_DATA_DIR": str(folder / name)}
+    return Worker("streamapp.app", env, folder / f"{name}.log")
 
 
 def now() -> datetime:
