@@ -283,7 +283,7 @@ def describe(action: Action, *, sender: str, sms_sender: str | None) -> str:
         )
     if isinstance(effect, EmailEffect):
         message = build_message(action, effect, sender=sender)
-        lines = [f"{name}: {message[name]}" for name in ("From", "To", "Subject", "Message-common.ID")]
+        lines = [f"{name}: {message[name]}" for name in ("From", "To", "Subject", "Message-ID")]
         for part in message.iter_parts():
             lines += ["", f"----- {part.get_content_type()} -----", str(part.get_content()).rstrip("\n")]
         return "\n".join(lines) + "\n"

@@ -217,10 +217,10 @@ def notifications_list(
 @notifications.command("read")
 @common.shop_option
 @admin_option
-@click.argument("ids", nargs=-1, type=click.IntRange(1, _MAX_ID), metavar="[common.ID]...")
+@click.argument("ids", nargs=-1, type=click.IntRange(1, _MAX_ID), metavar="[ID]...")
 @click.option("--all", "all_unread", is_flag=True, help="Mark every unread one read.")
 def notifications_read(*, shop: str, admin: str | None, ids: tuple[int, ...], all_unread: bool) -> None:
-    """Mark notifications read, by common.ID (see `notifications list`) or --all.
+    """Mark notifications read, by ID (see `notifications list`) or --all.
 
     A shop-wide notification or toast has one read state: marked read by one admin, it is read for all.
     """
