@@ -60,7 +60,7 @@ from streamapp.sinks import (
     ToastSink,
 )
 from streamapp.sinks.base import Outcome
-from streamapp.sinks.email import backoff
+from streamapp.sinks.deliveries import backoff
 
 logger = logging.getLogger(__name__)
 

@@ -57,6 +57,9 @@ class Sink(abc.ABC):
     async def deliver(self, action: Action) -> Outcome:
         """Perform ``action``'s effect unless it was already done for its ``action_id``."""
 
+    async def close(self) -> None:  # noqa: B027  # most sinks hold nothing to close
+        """Release what the sink holds (an HTTP connection pool); a later delivery opens it again."""
+
 
 def effect_of(action: Action, kind: type[_E]) -> _E:
     """``action.effect`` as ``kind``; a ValueError if the caller dispatched another channel."""

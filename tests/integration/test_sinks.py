@@ -20,7 +20,7 @@ from streamapp.errors import RetryableError
 from streamapp.queries import get_delivery, ledger_balance, list_alerts
 from streamapp.settings import Settings
 from streamapp.sinks import AlertSink, EmailSink, LedgerSink
-from streamapp.sinks.email import backoff
+from streamapp.sinks.deliveries import backoff
 from tests.harness.smtp import Recorder
 from tests.harness.waits import Sleeps, eventually
 

@@ -36,7 +36,7 @@ from streamapp.queries import get_delivery
 from streamapp.settings import Settings
 from streamapp.sinks.sms import SmsSink
 from tests.harness.twilio import TwilioFaultProxy
-from tests.integration.test_sinks import Sleeps, eventually
+from tests.harness.waits import Sleeps, eventually
 
 pytestmark = pytest.mark.integration
 
