@@ -52,6 +52,9 @@ class Sink(abc.ABC):
 
     #: The ``effect.channel`` this sink performs; the caller dispatches on it.
     channel: ClassVar[str]
+    #: Whether a ``"failed"`` outcome also goes to the dead-letter topic (an operator must act:
+    #: a payment link Stripe refused). An opted-out SMS or a bounced email is an answer, not an error.
+    dead_letters_failures: ClassVar[bool] = False
 
     @abc.abstractmethod
     async def deliver(self, action: Action) -> Outcome:

@@ -136,6 +136,7 @@ class PaymentLinkSink(DeliverySink[PaymentLinkEffect]):
     channel: ClassVar[str] = "payment_link"
     effect_type = PaymentLinkEffect
     label: ClassVar[str] = "payment link"
+    dead_letters_failures: ClassVar[bool] = True
 
     def __init__(
         self,
