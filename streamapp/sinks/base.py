@@ -29,22 +29,12 @@ from __future__ import annotations
 import abc
 from typing import ClassVar, Literal, TypeVar
 
-from schemas.actions import (
-    Action,
-    AlertEffect,
-    CreditEffect,
-    EmailEffect,
-    NotificationEffect,
-    PaymentLinkEffect,
-    SmsEffect,
-    ToastEffect,
-)
+from schemas.actions import Action
+from schemas.common import Outgoing
 
 Outcome = Literal["applied", "duplicate", "failed"]
 
-_E = TypeVar(
-    "_E", EmailEffect, SmsEffect, NotificationEffect, ToastEffect, PaymentLinkEffect, CreditEffect, AlertEffect
-)
+_E = TypeVar("_E", bound=Outgoing)
 
 
 class Sink(abc.ABC):

@@ -45,14 +45,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import asyncpg
 
-from schemas.actions import Action, EmailEffect, PaymentLinkEffect, SmsEffect
+from schemas.actions import Action
 from streamapp.errors import RetryableError
 from streamapp.settings import Settings
-from streamapp.sinks.base import Outcome, Sink, effect_of
+from streamapp.sinks.base import Outcome, Sink
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,14 @@ WHERE action_id = $1
 """
 
 T = TypeVar("T")
-E = TypeVar("E", EmailEffect, SmsEffect, PaymentLinkEffect)
+E = TypeVar("E", bound="Addressed")
+
+
+class Addressed(Protocol):
+    """An effect a delivery sink performs: it has a recipient (an address, a number, a URL)."""
+
+    @property
+    def to(self) -> str: ...
 
 
 def backoff(attempt: int) -> float:
@@ -248,7 +255,12 @@ class DeliverySink(Sink, Generic[E]):
 
     def effect(self, action: Action) -> E:
         """``action.effect`` as this sink's model; a ValueError if the caller dispatched another channel."""
-        return effect_of(action, self.effect_type)
+        effect = action.effect
+        if not isinstance(effect, self.effect_type):
+            raise ValueError(
+                f"action {action.action_id} has channel {effect.channel!r}, not {self.effect_type.__name__}"
+            )
+        return effect
 
     async def deliver(self, action: Action) -> Outcome:
         effect = self.effect(action)
