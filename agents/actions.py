@@ -49,18 +49,9 @@ from streamapp.app import app, runtime
 from streamapp.db import durability_warnings
 from streamapp.decode import dead_letter
 from streamapp.errors import ConfigurationError, RetryableError
-from streamapp.sinks import (
-    AlertSink,
-    EmailSink,
-    LedgerSink,
-    NotificationSink,
-    PaymentLinkSink,
-    Sink,
-    SmsSink,
-    ToastSink,
-)
-from streamapp.sinks.base import Outcome
-from streamapp.sinks.email import backoff
+from streamapp.sinks.base import Outcome, Sink
+from streamapp.sinks.deliveries import backoff
+from streamapp.sinks.registry import build_sinks
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +63,6 @@ TRANSIENT = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
 )
-
-#: Channels whose permanent failures also go to the dead-letter topic (an operator must act:
-#: a payment link Stripe refused). An opted-out SMS or a bounced email is an answer, not an error.
-DEAD_LETTER_FAILURES = frozenset({"payment_link"})
 
 #: Seconds a stopping worker lets the action in flight finish before handing it back. Long
 #: enough for a healthy provider to answer (no copy is sent twice by a routine stop), short
@@ -199,7 +186,7 @@ async def _handle(
         return False
     metrics.deliveries.labels(channel, outcome).inc()
     logger.info("%s action_id=%s at %s@%s %s", channel, action.action_id, message.partition, message.offset, outcome)
-    if outcome == "failed" and channel in DEAD_LETTER_FAILURES:
+    if outcome == "failed" and sinks[channel].dead_letters_failures:
         delivery = await queries.get_delivery(pool, action.action_id)
         reason = delivery.last_error if delivery is not None and delivery.last_error else "failed"
         await _dead_letter(message, "effect_failed", f"{channel} {action.action_id}: {reason}")
@@ -211,20 +198,9 @@ async def perform_actions(stream: StreamT[bytes]) -> None:
     stream.enable_acks = False  # acked below, once performed: see the module docstring
     stopping = asyncio.ensure_future(app.wait_until_stopped())
     pool = await _pool()
-    timeout = settings.provider_timeout_seconds
-    sms = SmsSink(pool, settings, timeout=timeout)
-    payment_links = PaymentLinkSink(pool, settings, timeout=timeout)
+    sinks: dict[str, Sink] = {}
     try:
-        every: tuple[Sink, ...] = (
-            LedgerSink(pool),
-            AlertSink(pool),
-            EmailSink(pool, settings, timeout=timeout),
-            sms,
-            NotificationSink(pool),
-            ToastSink(pool),
-            payment_links,
-        )
-        sinks = {sink.channel: sink for sink in every}
+        sinks = build_sinks(pool, settings)
         async for event in stream.events():
             try:
                 done = await _handle(event, sinks, pool, stopping)
@@ -245,6 +221,6 @@ async def perform_actions(stream: StreamT[bytes]) -> None:
             await stream.ack(event)
     finally:
         stopping.cancel()
-        await sms.close()
-        await payment_links.close()
+        for sink in sinks.values():
+            await sink.close()
         await pool.close()

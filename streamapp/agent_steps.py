@@ -24,7 +24,7 @@ from schemas.events import CatalogEvent
 from streamapp.app import runtime
 from streamapp.decode import dead_letter_key, decode
 from streamapp.rules import automation
-from streamapp.sinks.email import backoff
+from streamapp.sinks.deliveries import backoff
 
 logger = logging.getLogger(__name__)
 

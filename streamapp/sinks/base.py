@@ -29,22 +29,12 @@ from __future__ import annotations
 import abc
 from typing import ClassVar, Literal, TypeVar
 
-from schemas.actions import (
-    Action,
-    AlertEffect,
-    CreditEffect,
-    EmailEffect,
-    NotificationEffect,
-    PaymentLinkEffect,
-    SmsEffect,
-    ToastEffect,
-)
+from schemas.actions import Action
+from schemas.common import Outgoing
 
 Outcome = Literal["applied", "duplicate", "failed"]
 
-_E = TypeVar(
-    "_E", EmailEffect, SmsEffect, NotificationEffect, ToastEffect, PaymentLinkEffect, CreditEffect, AlertEffect
-)
+_E = TypeVar("_E", bound=Outgoing)
 
 
 class Sink(abc.ABC):
@@ -52,10 +42,16 @@ class Sink(abc.ABC):
 
     #: The ``effect.channel`` this sink performs; the caller dispatches on it.
     channel: ClassVar[str]
+    #: Whether a ``"failed"`` outcome also goes to the dead-letter topic (an operator must act:
+    #: a payment link Stripe refused). An opted-out SMS or a bounced email is an answer, not an error.
+    dead_letters_failures: ClassVar[bool] = False
 
     @abc.abstractmethod
     async def deliver(self, action: Action) -> Outcome:
         """Perform ``action``'s effect unless it was already done for its ``action_id``."""
+
+    async def close(self) -> None:  # noqa: B027  # most sinks hold nothing to close
+        """Release what the sink holds (an HTTP connection pool); a later delivery opens it again."""
 
 
 def effect_of(action: Action, kind: type[_E]) -> _E:

@@ -2,88 +2,50 @@
 
 aiosmtplib because it is the maintained asyncio SMTP client (STARTTLS, AUTH, SMTPUTF8).
 
-The ``deliveries`` row of the action is the record, and its row lock the mutex:
-
-1. One transaction inserts the row (``pending``) if it is missing and locks it with
-   ``SELECT ... FOR UPDATE``. A concurrent delivery of the same ``action_id`` blocks on
-   that row (its uncommitted insert or its lock) until the first transaction ends, then
-   reads the status it left.
-2. ``sent`` or ``failed``: ``"duplicate"``; the SMTP server is not contacted.
-3. ``pending``: still holding the lock, the sink sends, retrying transient failures
-   (connection refused, timeout, disconnect, SMTP 4xx) up to ``max_attempts`` times
-   with exponential backoff, then writes the result and commits.
-
-Guaranteed: two deliveries never send at the same time, and once the row says ``sent``
-or ``failed`` nothing is ever sent again for that ``action_id``.
+The record, the row lock, the attempts and the backoff are :mod:`streamapp.sinks.deliveries`'s:
+``sent`` or ``failed`` is ``"duplicate"`` and the SMTP server is not contacted; a ``pending``
+row is sent holding its lock, transient failures (connection refused, timeout, disconnect,
+SMTP 4xx) retried up to ``max_attempts`` times, a 5xx refusal of the recipient or content
+``failed``. A message whose header or address cannot be encoded is ``failed`` before SMTP
+is asked. A cancelled attempt is recorded as :data:`~streamapp.sinks.deliveries.INTERRUPTED`
+and committed (the server may have seen it); a ``sent`` row keeps the ``last_error`` of the
+attempts before it.
 
 The one remaining window: the SMTP server accepted the message, but the commit saying
 ``sent`` did not happen (crash, lost database connection). The transaction rolls back, the
 row is still ``pending`` and the redelivery sends a second copy. No design can close this
 window with a server that is not part of the transaction; the copy carries the same
 ``Message-ID: <action_id@streamapp>`` so that receivers and providers can drop it.
-
-Costs of holding the lock: a pooled connection, an open transaction and the row lock are
-held while talking to SMTP, backoff sleeps included, at most about
-``max_attempts * timeout`` plus the backoff; a concurrent duplicate waits that long.
-``attempts`` and ``last_error`` are written in the same transaction, so they become visible
-when it commits: also when the attempts are exhausted, where the sink commits the
-``pending`` row with its ``last_error`` and then raises RetryableError. A crash mid-loop
-loses only those counters. A cancelled delivery (a stopping worker hands its action back)
-keeps them: an attempt or backoff that is cancelled records :data:`INTERRUPTED` (the attempt
-counts: the server may have seen it), commits, and then re-raises the cancellation.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import ClassVar
 
 import aiosmtplib
-import asyncpg
 
 from schemas.actions import Action, EmailEffect
-from streamapp.errors import RetryableError
 from streamapp.settings import Settings
-from streamapp.sinks.base import Outcome, Sink, effect_of
+from streamapp.sinks.base import Outcome
+from streamapp.sinks.deliveries import INTERRUPTED, Delivery, DeliverySink, Verdict
 from streamapp.timeouts import BACKSTOP_SECONDS, awake_for
 
+# INTERRUPTED: what a cancelled attempt records (kept importable from here for its readers).
+__all__ = [
+    "INTERRUPTED",
+    "EmailSink",
+    "build_message",
+    "describe_smtp_error",
+    "is_permanent_smtp_error",
+    "judge_smtp",
+    "send_message",
+]
+
 logger = logging.getLogger(__name__)
-
-#: The backoff: 0.5 s before the second attempt, doubling, never more than 30 s.
-FIRST_DELAY = 0.5
-MAX_DELAY = 30.0
-
-_CLAIM = """
-INSERT INTO deliveries (action_id, channel, shop_id, customer_id, recipient)
-VALUES ($1, 'email', $2, $3, $4)
-ON CONFLICT (action_id) DO NOTHING
-"""
-_LOCK = "SELECT status FROM deliveries WHERE action_id = $1 FOR UPDATE"
-# clock_timestamp(), not now(): now() is the start of the transaction, which spans the retries.
-_SENT = """
-UPDATE deliveries SET status = 'sent', attempts = attempts + 1, provider_message_id = $2,
-    updated_at = clock_timestamp()
-WHERE action_id = $1
-"""
-_ERROR = """
-UPDATE deliveries SET status = $2, attempts = attempts + $3, last_error = $4, updated_at = clock_timestamp()
-WHERE action_id = $1
-"""
-
-Sleep = Callable[[float], Awaitable[None]]
-
-#: ``last_error`` of an attempt cut short because the worker stopped (see the module docstring).
-INTERRUPTED = "interrupted: the worker stopped during this attempt"
-
-
-def backoff(attempt: int) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-    return min(FIRST_DELAY * 2.0 ** (attempt - 1), MAX_DELAY)
 
 
 def describe_smtp_error(exc: Exception) -> str:
@@ -110,7 +72,7 @@ def is_permanent_smtp_error(exc: Exception) -> bool:
     return isinstance(exc, aiosmtplib.SMTPNotSupported) and "SMTPUTF8" in exc.message
 
 
-class EmailSink(Sink):
+class EmailSink(DeliverySink[EmailEffect]):
     """Sends rendered emails via SMTP, idempotent on action_id through ``deliveries``.
 
     ``sleep`` waits between attempts (inject a recorder in tests); ``timeout`` bounds each
@@ -118,78 +80,33 @@ class EmailSink(Sink):
     """
 
     channel: ClassVar[str] = "email"
+    effect_type = EmailEffect
+    label: ClassVar[str] = "email"
+    keeps_interrupted_attempts: ClassVar[bool] = True
+    sent_clears_error: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        settings: Settings,
-        *,
-        sleep: Sleep = asyncio.sleep,
-        max_attempts: int = 5,
-        timeout: float = 30.0,
-    ) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        self._pool = pool
-        self._settings = settings
-        self._sleep = sleep
-        self._max_attempts = max_attempts
-        self._timeout = timeout
-
-    async def deliver(self, action: Action) -> Outcome:
-        effect = effect_of(action, EmailEffect)
-        exhausted: str | None = None
-        cancelled: asyncio.CancelledError | None = None
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(_CLAIM, action.action_id, action.shop_id, action.customer_id, effect.to)
-            status = await conn.fetchval(_LOCK, action.action_id)
-            if status != "pending":
-                logger.info("email %s already %s", action.action_id, status)
-                return "duplicate"
-            try:
-                message = self.build_message(action, effect)
-            except ValueError as exc:  # a header or address that cannot be sent: bad input is data
-                await conn.execute(_ERROR, action.action_id, "failed", 0, f"invalid message: {exc}")
-                logger.warning("email %s failed: invalid message: %s", action.action_id, exc)
-                return "failed"
-            for attempt in range(1, self._max_attempts + 1):
-                try:
-                    reply = await self._send(message, effect.to)
-                except asyncio.CancelledError as exc:
-                    await conn.execute(_ERROR, action.action_id, "pending", 1, INTERRUPTED)
-                    cancelled = exc
-                    break  # commit the counters, then re-raise outside the transaction
-                except (aiosmtplib.SMTPException, OSError) as exc:
-                    error = describe_smtp_error(exc)
-                    if is_permanent_smtp_error(exc):
-                        await conn.execute(_ERROR, action.action_id, "failed", 1, error)
-                        logger.warning("email %s failed permanently: %s", action.action_id, error)
-                        return "failed"
-                    await conn.execute(_ERROR, action.action_id, "pending", 1, error)
-                    logger.info("email %s attempt %d failed: %s", action.action_id, attempt, error)
-                    if attempt == self._max_attempts:
-                        exhausted = error
-                        break  # commit the counters, then raise outside the transaction
-                    try:
-                        await self._sleep(backoff(attempt))
-                    except asyncio.CancelledError as cancel:
-                        cancelled = cancel
-                        break
-                else:
-                    await conn.execute(_SENT, action.action_id, reply)
-                    logger.info("email %s sent on attempt %d", action.action_id, attempt)
-                    return "applied"
-        if cancelled is not None:
-            logger.info("email %s: delivery cancelled, attempts so far recorded", action.action_id)
-            raise cancelled
-        raise RetryableError(f"email {action.action_id} not sent after {self._max_attempts} attempts: {exhausted}")
+    async def perform(self, delivery: Delivery, action: Action, effect: EmailEffect) -> Outcome:
+        try:
+            message = self.build_message(action, effect)
+        except ValueError as exc:  # a header or address that cannot be sent: bad input is data
+            return await delivery.fail(f"invalid message: {exc}")
+        reply = await delivery.attempt(lambda: self._send(message, effect.to), judge_smtp)
+        return await delivery.sent(reply)
 
     def build_message(self, action: Action, effect: EmailEffect) -> EmailMessage:
         """The MIME message of ``effect``; a ValueError if a header or address cannot be encoded."""
-        return build_message(action, effect, sender=self._settings.smtp_from)
+        return build_message(action, effect, sender=self.settings.smtp_from)
 
     async def _send(self, message: EmailMessage, recipient: str) -> str:
-        return await send_message(self._settings, message, recipient, timeout=self._timeout)
+        return await send_message(self.settings, message, recipient, timeout=self.timeout)
+
+
+async def judge_smtp(exc: Exception, prefix: str = "") -> Verdict | None:
+    """An SMTP failure: final when retrying cannot help (:func:`is_permanent_smtp_error`);
+    None for anything but SMTP's and the network's errors."""
+    if not isinstance(exc, aiosmtplib.SMTPException | OSError):
+        return None
+    return Verdict(prefix + describe_smtp_error(exc), final=is_permanent_smtp_error(exc))
 
 
 async def send_message(settings: Settings, message: EmailMessage, recipient: str, *, timeout: float) -> str:

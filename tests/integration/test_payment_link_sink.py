@@ -38,6 +38,7 @@ from streamapp.rules.wording import sources
 from streamapp.settings import Settings
 from streamapp.sinks.payment_link import PaymentLinkSink
 from tests.harness.cli import Cli
+from tests.harness.sink_contract import SinkContract, SinkDouble
 from tests.harness.smtp import Recorder, smtp_server
 from tests.harness.stripe import RATE_LIMITED, StripeFaultProxy, stripe_error
 from tests.harness.waits import Sleeps, eventually
@@ -167,6 +168,71 @@ def text_of(message: EmailMessage) -> tuple[str, str]:
     return str(plain.get_content()).replace("\r\n", "\n"), str(html.get_content()).replace("\r\n", "\n")
 
 
+# -- the sink contract (tests/harness/sink_contract.py) ---------------------------------------
+
+
+class PaymentLinkDouble(SinkDouble):
+    """The payment-link sink against stripe-mock behind the fault proxy and a real SMTP server; the shop
+    is connected. Its requests are Checkout Session creates; what it performs, the emails sent."""
+
+    channel = "payment_link"
+    earlier_error = "stripe: HTTP 503 api_error: earlier"
+    requests_per_delivery = 2  # one Checkout Session create, one SMTP send
+    transient_error = "api_error"
+    permanent_error = ("stripe: HTTP 400 invalid_request_error/amount_too_large",)
+    foreign_channel = "email"
+
+    def __init__(
+        self, stripe: StripeFaultProxy, sink_factory: Callable[..., PaymentLinkSink], sent: list[EmailMessage]
+    ) -> None:
+        self.stripe, self.sink_factory, self.sent = stripe, sink_factory, sent
+
+    def action(self) -> Action:
+        return payment_link_action()
+
+    def foreign_effect(self) -> EmailEffect:
+        return EmailEffect(to=TO, to_name="A", template_key="k", subject="s", text_body="b")
+
+    def sink(self, *, sleeps: Sleeps | None = None, max_attempts: int = 5) -> PaymentLinkSink:
+        return self.sink_factory(sleeps=sleeps, max_attempts=max_attempts)
+
+    def fail_transiently(self, count: int) -> None:
+        self.stripe.fail_next(count)
+
+    def fail_permanently(self) -> None:
+        error = stripe_error(400, "invalid_request_error", "Amount too large", code="amount_too_large")
+        self.stripe.refuse_next(1, error)
+
+    def hold(self) -> None:
+        self.stripe.hold_session_creates()
+
+    def holding(self) -> bool:
+        return self.stripe.holding.is_set()
+
+    def release(self) -> None:
+        self.stripe.release()
+
+    def requests(self) -> int:
+        return len(self.stripe.session_creates())
+
+    def performed(self) -> int:
+        return len(self.sent)
+
+
+class TestPaymentLinkSinkContract(SinkContract):
+    @pytest.fixture
+    async def double(
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        stripe: StripeFaultProxy,
+        sink_factory: Callable[..., PaymentLinkSink],
+        sent: list[EmailMessage],
+    ) -> SinkDouble:
+        await connect(pool, settings)
+        return PaymentLinkDouble(stripe, sink_factory, sent)
+
+
 # -- the happy path ------------------------------------------------------------------------------
 
 
@@ -243,47 +309,6 @@ async def test_the_shops_own_wording_is_rendered_with_the_link(
 
 
 # -- once per action -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("earlier_attempt", [False, True], ids=["first-delivery", "pending-row"])
-async def test_concurrent_deliveries_create_one_session_and_send_one_email(
-    pool: asyncpg.Pool,
-    settings: Settings,
-    stripe: StripeFaultProxy,
-    sink_factory: Callable[..., PaymentLinkSink],
-    sent: list[EmailMessage],
-    earlier_attempt: bool,
-) -> None:
-    await connect(pool, settings)
-    sink = sink_factory()
-    action = payment_link_action()
-    if earlier_attempt:  # the row exists already (an earlier delivery ran out of attempts): only the lock serialises
-        await pool.execute(
-            "INSERT INTO deliveries (action_id, channel, shop_id, customer_id, recipient, attempts, last_error) "
-            "VALUES ($1, 'payment_link', 'shop-1', 'c-42', $2, 1, 'stripe: HTTP 503 api_error: earlier')",
-            action.action_id,
-            TO,
-        )
-    stripe.hold_session_creates()
-
-    both = asyncio.gather(sink.deliver(action), sink.deliver(action))
-    try:
-        # One delivery is inside the session create while the other waits on the row lock, not on Stripe.
-        await eventually(stripe.holding.is_set, what="the first delivery to reach Stripe")
-        await eventually(
-            lambda: pool.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            ),
-            what="the second delivery to wait on the row lock",
-        )
-    finally:
-        stripe.release()
-        outcomes = await asyncio.wait_for(both, 20)
-
-    assert sorted(outcomes) == ["applied", "duplicate"]
-    assert len(stripe.session_creates()) == 1 and len(sent) == 1
-    record = await row(pool, action)
-    assert record is not None and (record.status, record.attempts) == ("sent", 3 if earlier_attempt else 2)
 
 
 async def test_a_lost_answer_is_asked_again_with_the_same_key_and_stripe_replays_the_session(
@@ -540,14 +565,6 @@ async def test_a_worker_whose_key_cannot_open_the_credentials_waits_instead_of_f
     assert await row(pool, action) is None  # rolled back: nothing recorded against the action
 
     assert await sink_factory().deliver(action) == "applied"
-
-
-async def test_a_sink_refuses_another_channel(sink_factory: Callable[..., PaymentLinkSink]) -> None:
-    action = payment_link_action().model_copy(
-        update={"effect": EmailEffect(to=TO, to_name="A", template_key="k", subject="s", text_body="b")}
-    )
-    with pytest.raises(ValueError, match="email"):
-        await sink_factory().deliver(action)
 
 
 # -- credentials ------------------------------------------------------------------------------------

@@ -20,9 +20,10 @@ from streamapp.errors import RetryableError
 from streamapp.queries import get_delivery, ledger_balance, list_alerts
 from streamapp.settings import Settings
 from streamapp.sinks import AlertSink, EmailSink, LedgerSink
-from streamapp.sinks.email import backoff
+from streamapp.sinks.deliveries import backoff
+from tests.harness.sink_contract import SinkContract, SinkDouble
 from tests.harness.smtp import Recorder
-from tests.harness.waits import Sleeps, eventually
+from tests.harness.waits import Sleeps
 
 pytestmark = pytest.mark.integration
 
@@ -57,25 +58,18 @@ def email_action(**overrides: Any) -> Action:
     return make_action(EmailEffect(**values))
 
 
-class Flaky(Recorder):
-    """Refuses the first ``times`` recipients with ``reply``, then accepts (``times=None``: always refuses)."""
-
-    def __init__(self, reply: str, times: int | None = None) -> None:
-        super().__init__()
-        self.reply = reply
-        self.times = times
-
-    def refuse_rcpt(self) -> str | None:
-        return self.reply if self.times is None or self.rcpt_calls <= self.times else None
-
-
-class Gated(Recorder):
-    """Holds every DATA until ``gate`` opens (bounded), so a test can look at the world mid-send."""
+class Scripted(Recorder):
+    """Refuses the next recipients it is told to, and holds every DATA while ``gate`` is closed (bounded)."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.refusals: list[str] = []
         self.in_data = threading.Event()
         self.gate = threading.Event()
+        self.gate.set()
+
+    def refuse_rcpt(self) -> str | None:
+        return self.refusals.pop(0) if self.refusals else None
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.in_data.set()
@@ -102,6 +96,56 @@ def smtp_factory() -> Iterator[Callable[..., int]]:
 def email_sink(pool: asyncpg.Pool, port: int, sleeps: Sleeps | None = None, max_attempts: int = 5) -> EmailSink:
     settings = Settings(smtp_host="127.0.0.1", smtp_port=port, smtp_from="shop@streamapp.test")
     return EmailSink(pool, settings, sleep=sleeps or Sleeps(), max_attempts=max_attempts, timeout=5.0)
+
+
+class EmailDouble(SinkDouble):
+    """The email sink against a real SMTP server (aiosmtpd)."""
+
+    channel = "email"
+    earlier_error = "451 earlier"
+    transient_error = "451"
+    permanent_error = ("550", "No such user")
+    foreign_channel = "alert"
+
+    def __init__(self, pool: asyncpg.Pool, server: Scripted, port: int) -> None:
+        self.pool, self.server, self.port = pool, server, port
+
+    def action(self) -> Action:
+        return email_action()
+
+    def foreign_effect(self) -> AlertEffect:
+        return AlertEffect(text="not an email")
+
+    def sink(self, *, sleeps: Sleeps | None = None, max_attempts: int = 5) -> EmailSink:
+        return email_sink(self.pool, self.port, sleeps, max_attempts)
+
+    def fail_transiently(self, count: int) -> None:
+        self.server.refusals += ["451 4.3.0 Try again later"] * count
+
+    def fail_permanently(self) -> None:
+        self.server.refusals.append("550 5.1.1 No such user")
+
+    def hold(self) -> None:
+        self.server.gate.clear()
+
+    def holding(self) -> bool:
+        return self.server.in_data.is_set()
+
+    def release(self) -> None:
+        self.server.gate.set()
+
+    def requests(self) -> int:
+        return self.server.rcpt_calls
+
+    def performed(self) -> int:
+        return len(self.server.messages)
+
+
+class TestEmailSinkContract(SinkContract):
+    @pytest.fixture
+    def double(self, pool: asyncpg.Pool, smtp_factory: Callable[..., int]) -> SinkDouble:
+        server = Scripted()
+        return EmailDouble(pool, server, smtp_factory(server))
 
 
 async def test_credit_delivered_twice_is_one_ledger_entry(pool: asyncpg.Pool) -> None:
@@ -169,94 +213,6 @@ async def test_email_delivered_twice_is_sent_once(pool: asyncpg.Pool, smtp_facto
     )
     assert delivery.provider_message_id is not None and "Q1" in delivery.provider_message_id
     assert await get_delivery(pool, "never-delivered") is None
-
-
-@pytest.mark.parametrize("earlier_attempt", [False, True], ids=["first-delivery", "pending-row"])
-async def test_concurrent_deliveries_of_one_email_send_it_once(
-    pool: asyncpg.Pool, smtp_factory: Callable[..., int], earlier_attempt: bool
-) -> None:
-    server = Gated()
-    sink = email_sink(pool, smtp_factory(server))
-    action = email_action()
-    if earlier_attempt:  # the row exists already (an earlier delivery ran out of attempts): only the lock serialises
-        await pool.execute(
-            "INSERT INTO deliveries (action_id, channel, shop_id, customer_id, recipient, attempts, last_error) "
-            "VALUES ($1, 'email', 'shop-1', 'cust-1', 'ada@example.com', 1, '451 earlier')",
-            action.action_id,
-        )
-
-    both = asyncio.gather(sink.deliver(action), sink.deliver(action))
-    try:
-        # One delivery is inside DATA while the other waits on the database lock, not on SMTP.
-        await eventually(server.in_data.is_set, what="the first delivery to reach DATA")
-        await eventually(
-            lambda: pool.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            ),
-            what="the second delivery to wait on the row lock",
-        )
-        assert server.rcpt_calls == 1
-    finally:
-        server.gate.set()
-        outcomes = await asyncio.wait_for(both, 20)
-
-    assert sorted(outcomes) == ["applied", "duplicate"]
-    assert len(server.messages) == 1
-    delivery = await get_delivery(pool, action.action_id)
-    assert delivery is not None and (delivery.status, delivery.attempts) == ("sent", 2 if earlier_attempt else 1)
-
-
-async def test_transient_refusals_are_retried_with_backoff(
-    pool: asyncpg.Pool, smtp_factory: Callable[..., int]
-) -> None:
-    server = Flaky("451 4.3.0 Try again later", times=2)
-    sleeps = Sleeps()
-    action = email_action()
-
-    assert await email_sink(pool, smtp_factory(server), sleeps).deliver(action) == "applied"
-
-    assert sleeps.delays == [0.5, 1.0]
-    assert len(server.messages) == 1
-    delivery = await get_delivery(pool, action.action_id)
-    assert delivery is not None and (delivery.status, delivery.attempts) == ("sent", 3)
-
-
-async def test_exhausted_attempts_raise_retryable_and_leave_the_row_pending(
-    pool: asyncpg.Pool, smtp_factory: Callable[..., int]
-) -> None:
-    server = Flaky("451 4.3.0 Try again later")
-    sleeps = Sleeps()
-    action = email_action()
-
-    with pytest.raises(RetryableError, match="451"):
-        await email_sink(pool, smtp_factory(server), sleeps, max_attempts=3).deliver(action)
-
-    assert sleeps.delays == [0.5, 1.0]
-    assert server.messages == [] and server.rcpt_calls == 3
-    delivery = await get_delivery(pool, action.action_id)
-    assert delivery is not None
-    assert (delivery.status, delivery.attempts) == ("pending", 3)
-    assert delivery.last_error is not None and "451" in delivery.last_error
-
-
-async def test_permanent_refusal_is_recorded_and_never_retried(
-    pool: asyncpg.Pool, smtp_factory: Callable[..., int]
-) -> None:
-    server = Flaky("550 5.1.1 No such user")
-    sleeps = Sleeps()
-    port = smtp_factory(server)
-    action = email_action()
-
-    assert await email_sink(pool, port, sleeps).deliver(action) == "failed"
-    assert sleeps.delays == [] and server.rcpt_calls == 1
-    delivery = await get_delivery(pool, action.action_id)
-    assert delivery is not None
-    assert (delivery.status, delivery.attempts) == ("failed", 1)
-    assert delivery.last_error is not None and "550" in delivery.last_error and "No such user" in delivery.last_error
-
-    # The redelivery reads the row and stops; it never reaches the server.
-    assert await email_sink(pool, port, sleeps).deliver(action) == "duplicate"
-    assert server.rcpt_calls == 1
 
 
 async def test_unsendable_header_is_a_failed_delivery_not_a_crash(

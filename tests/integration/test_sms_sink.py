@@ -8,7 +8,6 @@ exception message.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import uuid
@@ -35,8 +34,9 @@ from streamapp.errors import ConfigurationError, RetryableError
 from streamapp.queries import get_delivery
 from streamapp.settings import Settings
 from streamapp.sinks.sms import SmsSink
+from tests.harness.sink_contract import SinkContract, SinkDouble
 from tests.harness.twilio import TwilioFaultProxy
-from tests.integration.test_sinks import Sleeps, eventually
+from tests.harness.waits import Sleeps
 
 pytestmark = pytest.mark.integration
 
@@ -105,6 +105,61 @@ async def connect(pool: asyncpg.Pool, settings: Settings, shop_id: str = "shop-1
     await save_credentials(pool, settings, shop_id, TwilioCredentials(ACCOUNT, TOKEN, sender))
 
 
+# -- the sink contract (tests/harness/sink_contract.py) ---------------------------------------
+
+
+class SmsDouble(SinkDouble):
+    """The SMS sink against Twilio's contract (Prism) behind the fault proxy; the shop is connected."""
+
+    channel = "sms"
+    earlier_error = "HTTP 503 code 20503: earlier"
+    transient_error = "20503"
+    permanent_error = ("HTTP 401 code 20003: Unable to create record: Authenticate",)
+    foreign_channel = "email"
+
+    def __init__(self, twilio: TwilioFaultProxy, sink_factory: Callable[..., SmsSink]) -> None:
+        self.twilio, self.sink_factory = twilio, sink_factory
+
+    def action(self) -> Action:
+        return sms_action()
+
+    def foreign_effect(self) -> EmailEffect:
+        return EmailEffect(to="a@example.com", to_name="A", template_key="k", subject="s", text_body="b")
+
+    def sink(self, *, sleeps: Sleeps | None = None, max_attempts: int = 5) -> SmsSink:
+        return self.sink_factory(sleeps=sleeps, max_attempts=max_attempts)
+
+    def fail_transiently(self, count: int) -> None:
+        self.twilio.fail_next(count)
+
+    def fail_permanently(self) -> None:
+        self.twilio.refuse_account(ACCOUNT)
+
+    def hold(self) -> None:
+        self.twilio.hold_message_creates()
+
+    def holding(self) -> bool:
+        return self.twilio.holding.is_set()
+
+    def release(self) -> None:
+        self.twilio.release()
+
+    def requests(self) -> int:
+        return len(self.twilio.message_creates())
+
+    def performed(self) -> int:
+        return len(self.twilio.sent(TO))
+
+
+class TestSmsSinkContract(SinkContract):
+    @pytest.fixture
+    async def double(
+        self, pool: asyncpg.Pool, settings: Settings, twilio: TwilioFaultProxy, sink_factory: Callable[..., SmsSink]
+    ) -> SinkDouble:
+        await connect(pool, settings)
+        return SmsDouble(twilio, sink_factory)
+
+
 # -- sending ---------------------------------------------------------------------------
 
 
@@ -140,46 +195,6 @@ async def test_an_sms_is_sent_once_through_the_sdk_and_twilio_accepts_it(
         None,
     )
     assert delivery.provider_message_id == "SM" + "a" * 32  # the SID in Twilio's example answer
-
-
-@pytest.mark.parametrize("earlier_attempt", [False, True], ids=["first-delivery", "pending-row"])
-async def test_concurrent_deliveries_of_one_sms_send_it_once(
-    pool: asyncpg.Pool,
-    settings: Settings,
-    twilio: TwilioFaultProxy,
-    sink_factory: Callable[..., SmsSink],
-    earlier_attempt: bool,
-) -> None:
-    await connect(pool, settings)
-    sink = sink_factory()
-    action = sms_action()
-    if earlier_attempt:  # the row exists already (an earlier delivery ran out of attempts): only the lock serialises
-        await pool.execute(
-            "INSERT INTO deliveries (action_id, channel, shop_id, customer_id, recipient, attempts, last_error) "
-            "VALUES ($1, 'sms', 'shop-1', 'cust-1', $2, 1, 'HTTP 503 code 20503: earlier')",
-            action.action_id,
-            TO,
-        )
-    twilio.hold_message_creates()
-
-    both = asyncio.gather(sink.deliver(action), sink.deliver(action))
-    try:
-        # One delivery is inside the Message create while the other waits on the row lock, not on Twilio.
-        await eventually(twilio.holding.is_set, what="the first delivery to reach Twilio")
-        await eventually(
-            lambda: pool.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            ),
-            what="the second delivery to wait on the row lock",
-        )
-    finally:
-        twilio.release()
-        outcomes = await asyncio.wait_for(both, 20)
-
-    assert sorted(outcomes) == ["applied", "duplicate"]
-    assert len(twilio.message_creates()) == 1 and len(twilio.sent(TO)) == 1
-    delivery = await get_delivery(pool, action.action_id)
-    assert delivery is not None and (delivery.status, delivery.attempts) == ("sent", 2 if earlier_attempt else 1)
 
 
 async def test_transient_503s_are_retried_with_backoff(
@@ -332,14 +347,6 @@ async def test_a_disconnected_shop_fails_the_sms_without_calling_twilio(
     delivery = await get_delivery(pool, action.action_id)
     assert delivery is not None
     assert (delivery.status, delivery.attempts, delivery.last_error) == ("failed", 0, "twilio not connected")
-
-
-async def test_a_sink_refuses_another_channel(pool: asyncpg.Pool, sink_factory: Callable[..., SmsSink]) -> None:
-    action = sms_action().model_copy(
-        update={"effect": EmailEffect(to="a@example.com", to_name="A", template_key="k", subject="s", text_body="b")}
-    )
-    with pytest.raises(ValueError, match="email"):
-        await sink_factory().deliver(action)
 
 
 # -- credentials at rest -------------------------------------------------------------------
