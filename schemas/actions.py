@@ -8,7 +8,11 @@ exactly what the sink sends.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, ClassVar, Literal, Self, get_args
 
 from pydantic import AwareDatetime, Field
 
@@ -24,7 +28,34 @@ class Lineage(Outgoing):
     offset: int = Field(ge=0)
 
 
-class EmailEffect(Outgoing):
+@dataclass(frozen=True)
+class Addressing:
+    """Where a catalog rule's message goes, as the event and the shop say: each effect takes what it needs."""
+
+    #: The customer's (or the lead's) name, email address and phone number, when the event has them.
+    name: str
+    email: str | None
+    phone: str | None
+    #: The shop's admins when it was decided.
+    admin_ids: tuple[str, ...]
+    #: When a short-lived message (a toast) stops showing.
+    expires_at: datetime
+
+
+class RenderedEffect(Outgoing):
+    """An effect a catalog rule renders from its templates: one ``<part>.j2`` per name in :attr:`PARTS`."""
+
+    #: The template parts, in the order they are listed, shown and rendered.
+    PARTS: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    @abc.abstractmethod
+    def from_parts(cls, template_key: str, parts: Mapping[str, str], to: Addressing) -> Self:
+        """The effect of rule ``template_key`` from its rendered ``parts``; a ValueError if ``to``
+        lacks the address it needs (an email without an email address)."""
+
+
+class EmailEffect(RenderedEffect):
     """Send one email, already rendered."""
 
     channel: Literal["email"] = "email"
@@ -35,8 +66,23 @@ class EmailEffect(Outgoing):
     text_body: str
     html_body: str | None = None
 
+    PARTS: ClassVar[tuple[str, ...]] = ("subject", "body.html", "body.txt")
 
-class SmsEffect(Outgoing):
+    @classmethod
+    def from_parts(cls, template_key: str, parts: Mapping[str, str], to: Addressing) -> Self:
+        if to.email is None:
+            raise ValueError(f"{template_key}: the event has no email address to send to")
+        return cls(
+            to=to.email,
+            to_name=to.name,
+            template_key=template_key,
+            subject=parts["subject"],
+            text_body=parts["body.txt"],
+            html_body=parts["body.html"],
+        )
+
+
+class SmsEffect(RenderedEffect):
     """Send one text message through the shop's Twilio account, already rendered."""
 
     channel: Literal["sms"] = "sms"
@@ -44,8 +90,16 @@ class SmsEffect(Outgoing):
     template_key: Identifier
     text: Annotated[str, Field(min_length=1, max_length=1600)]
 
+    PARTS: ClassVar[tuple[str, ...]] = ("text",)
 
-class NotificationEffect(Outgoing):
+    @classmethod
+    def from_parts(cls, template_key: str, parts: Mapping[str, str], to: Addressing) -> Self:
+        if to.phone is None:
+            raise ValueError(f"{template_key}: the event has no phone number to text")
+        return cls(to=to.phone, template_key=template_key, text=parts["text"])
+
+
+class NotificationEffect(RenderedEffect):
     """Notify the shop's admins: one notification per admin (none configured: one for the shop)."""
 
     channel: Literal["notification"] = "notification"
@@ -54,8 +108,14 @@ class NotificationEffect(Outgoing):
     title: Annotated[str, Field(min_length=1, max_length=300)]
     text: Annotated[str, Field(max_length=4000)]
 
+    PARTS: ClassVar[tuple[str, ...]] = ("title", "text")
 
-class ToastEffect(Outgoing):
+    @classmethod
+    def from_parts(cls, template_key: str, parts: Mapping[str, str], to: Addressing) -> Self:
+        return cls(admin_ids=list(to.admin_ids), template_key=template_key, title=parts["title"], text=parts["text"])
+
+
+class ToastEffect(RenderedEffect):
     """A short-lived notification shown to whoever is looking at the shop's dashboard."""
 
     channel: Literal["toast"] = "toast"
@@ -63,6 +123,12 @@ class ToastEffect(Outgoing):
     title: Annotated[str, Field(min_length=1, max_length=300)]
     text: Annotated[str, Field(max_length=1000)]
     expires_at: AwareDatetime
+
+    PARTS: ClassVar[tuple[str, ...]] = ("title", "text")
+
+    @classmethod
+    def from_parts(cls, template_key: str, parts: Mapping[str, str], to: Addressing) -> Self:
+        return cls(template_key=template_key, title=parts["title"], text=parts["text"], expires_at=to.expires_at)
 
 
 class PaymentLinkEffect(Outgoing):
@@ -105,6 +171,18 @@ Effect = Annotated[
     EmailEffect | SmsEffect | NotificationEffect | ToastEffect | PaymentLinkEffect | CreditEffect | AlertEffect,
     Field(discriminator="channel"),
 ]
+
+
+def _rendered_by_channel() -> dict[str, type[RenderedEffect]]:
+    members, _discriminator = get_args(Effect)
+    return {
+        kind.model_fields["channel"].default: kind for kind in get_args(members) if issubclass(kind, RenderedEffect)
+    }
+
+
+#: channel -> the effect catalog rules render on it, in the order of :data:`Effect`: every
+#: :class:`RenderedEffect` of the union, so a new channel is its model and its place in the union.
+RENDERED: Mapping[str, type[RenderedEffect]] = _rendered_by_channel()
 
 
 class Action(Outgoing):

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import difflib
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 from pydantic import TypeAdapter, ValidationError
 
-from schemas.actions import Action, EmailEffect, Lineage, NotificationEffect, PaymentLinkEffect, SmsEffect, ToastEffect
+from schemas.actions import Action, Lineage
 from schemas.config import CatalogTemplate, CatalogToggle, ShopAdmin
 from schemas.events import AnyCatalogEvent, CatalogEvent
 from streamapp import shop_config
@@ -26,9 +26,8 @@ from streamapp.errors import ConfigurationError
 from streamapp.rules import automation, variables_doc, wording
 from streamapp.rules.catalog import BY_KEY, PARTS, CatalogRule, sample_variables
 from streamapp.rules.config_store import CatalogShop, ConfigStore
-from streamapp.rules.money import format_money
-from streamapp.sinks.email import build_message
-from streamapp.sinks.payment_link import render_email
+from streamapp.sinks import registry
+from streamapp.sinks.base import PreviewContext
 from streamapp.templating import TemplateError
 
 _ANY_EVENT = TypeAdapter[CatalogEvent](AnyCatalogEvent)
@@ -271,43 +270,12 @@ def preview_action(
 
 
 def describe(action: Action, *, sender: str, sms_sender: str | None) -> str:
-    """What the sink would send for ``action``, as text for a person."""
-    effect = action.effect
-    if isinstance(effect, PaymentLinkEffect):
-        # The sink renders it once Stripe has made the Checkout link; the preview shows where it goes.
-        email = render_email(effect, wording.LINK_PLACEHOLDER)
-        amount = format_money(effect.amount_cents, effect.currency)
-        note = f"Stripe Checkout link for {amount} ({effect.description}), made when the email is sent"
-        return (
-            f"{describe(action.model_copy(update={'effect': email}), sender=sender, sms_sender=sms_sender)}({note})\n"
-        )
-    if isinstance(effect, EmailEffect):
-        message = build_message(action, effect, sender=sender)
-        lines = [f"{name}: {message[name]}" for name in ("From", "To", "Subject", "Message-ID")]
-        for part in message.iter_parts():
-            lines += ["", f"----- {part.get_content_type()} -----", str(part.get_content()).rstrip("\n")]
-        return "\n".join(lines) + "\n"
-    if isinstance(effect, SmsEffect):
-        segments = -(-len(effect.text) // (160 if effect.text.isascii() else 70))
-        return (
-            f"To: {effect.to}\nFrom: {sms_sender or 'the shop Twilio sender'}\n"
-            f"Text ({len(effect.text)} characters, {segments} segment{'s' if segments != 1 else ''}):\n"
-            f"{effect.text}\n"
-        )
-    if isinstance(effect, NotificationEffect):
-        audience = (
-            f"each admin ({', '.join(effect.admin_ids)})" if effect.admin_ids else "the shop (no admins configured)"
-        )
-        return f"To: {audience}\nTitle: {effect.title}\n\n{effect.text}\n"
-    if isinstance(effect, ToastEffect):
-        shown = effect.expires_at - action.occurred_at
-        return f"Toast: {effect.title}\n{effect.text}\n(shown for {_duration(shown)} after the event)\n"
-    raise AssertionError(f"catalog actions have no {effect.channel} effect")
-
-
-def _duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    return f"{seconds // 60} minutes" if seconds % 60 == 0 else f"{seconds} seconds"
+    """What the sink would send for ``action``, as text for a person (the sink of its channel says)."""
+    kind = registry.sink_class(action.effect.channel)
+    text = kind.preview(action, PreviewContext(email_sender=sender, sms_sender=sms_sender)) if kind else None
+    if text is None:
+        raise AssertionError(f"catalog actions have no {action.effect.channel} effect")
+    return text
 
 
 _WHY = {

@@ -26,14 +26,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from schemas.actions import (
+    RENDERED,
     Action,
+    Addressing,
     AlertEffect,
-    EmailEffect,
     Lineage,
-    NotificationEffect,
     PaymentLinkEffect,
-    SmsEffect,
-    ToastEffect,
+    RenderedEffect,
 )
 from schemas.events import (
     CatalogEvent,
@@ -137,32 +136,15 @@ def _effect(
     origin: Origin,
     *,
     toast_ttl: int,
-) -> EmailEffect | SmsEffect | NotificationEffect | ToastEffect:
-    if rule.channel == "email":
-        if recipient.email is None:
-            raise ValueError(f"{rule.key}: the event has no email address to send to")
-        return EmailEffect(
-            to=recipient.email,
-            to_name=recipient.name,
-            template_key=rule.key,
-            subject=parts["subject"],
-            text_body=parts["body.txt"],
-            html_body=parts["body.html"],
-        )
-    if rule.channel == "sms":
-        if recipient.phone is None:
-            raise ValueError(f"{rule.key}: the event has no phone number to text")
-        return SmsEffect(to=recipient.phone, template_key=rule.key, text=parts["text"])
-    if rule.channel == "notification":
-        return NotificationEffect(
-            admin_ids=list(shop.admin_ids), template_key=rule.key, title=parts["title"], text=parts["text"]
-        )
-    return ToastEffect(
-        template_key=rule.key,
-        title=parts["title"],
-        text=parts["text"],
+) -> RenderedEffect:
+    to = Addressing(
+        name=recipient.name,
+        email=recipient.email,
+        phone=recipient.phone,
+        admin_ids=shop.admin_ids,
         expires_at=_later(origin.occurred_at, toast_ttl),
     )
+    return RENDERED[rule.channel].from_parts(rule.key, parts, to)
 
 
 def _later(moment: datetime, seconds: int) -> datetime:
@@ -190,7 +172,7 @@ def build_action(
     """
     templates = sources(rule, shop.templates.get(rule.key))
     parts = render_parts(rule, templates, {**variables, "payment_link": LINK_PLACEHOLDER} if payment else variables)
-    effect: EmailEffect | SmsEffect | NotificationEffect | ToastEffect | PaymentLinkEffect
+    effect: RenderedEffect | PaymentLinkEffect
     if payment is not None:
         if recipient.email is None:
             raise ValueError(f"{rule.key}: the event has no email address to send to")

@@ -17,15 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-Channel = Literal["email", "sms", "notification", "toast"]
+from schemas.actions import RENDERED
 
-#: Template parts per channel, each a file ``<part>.j2`` in the rule's folder.
-PARTS: dict[Channel, tuple[str, ...]] = {
-    "email": ("subject", "body.html", "body.txt"),
-    "sms": ("text",),
-    "notification": ("title", "text"),
-    "toast": ("title", "text"),
-}
+#: A channel catalog rules speak on: one of :data:`PARTS`.
+Channel = str
+
+#: Template parts per channel, each a file ``<part>.j2`` in the rule's folder: what each effect
+#: of :data:`schemas.actions.RENDERED` declares, so a new channel adds itself.
+PARTS: dict[Channel, tuple[str, ...]] = {channel: kind.PARTS for channel, kind in RENDERED.items()}
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 
@@ -64,6 +63,10 @@ class CatalogRule:
     trigger: Trigger
     channel: Channel
     on_by_default: bool
+
+    def __post_init__(self) -> None:
+        if self.channel not in PARTS:
+            raise ValueError(f"{self.key}: no channel {self.channel!r}; catalog rules speak on {', '.join(PARTS)}")
 
     def template_path(self, part: str) -> Path:
         """The default template file of ``part`` (see :data:`PARTS`)."""

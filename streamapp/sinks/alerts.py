@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
-import asyncpg
-
 from schemas.actions import Action, AlertEffect
 from streamapp.sinks.base import Outcome, Sink, effect_of
 
@@ -28,12 +26,9 @@ class AlertSink(Sink):
 
     channel: ClassVar[str] = "alert"
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
     async def deliver(self, action: Action) -> Outcome:
         effect = effect_of(action, AlertEffect)
-        alert_id = await self._pool.fetchval(
+        alert_id = await self.pool.fetchval(
             _INSERT,
             action.action_id,
             action.shop_id,

@@ -27,14 +27,28 @@ caveat: a database outage surfaces as asyncpg's own exceptions, not as Retryable
 from __future__ import annotations
 
 import abc
-from typing import ClassVar, Literal, TypeVar
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Self, TypeVar
+
+import asyncpg
 
 from schemas.actions import Action
 from schemas.common import Outgoing
+from streamapp.settings import Settings
 
 Outcome = Literal["applied", "duplicate", "failed"]
 
 _E = TypeVar("_E", bound=Outgoing)
+
+
+@dataclass(frozen=True)
+class PreviewContext:
+    """What a preview needs besides the action: the senders the worker would use."""
+
+    #: The From of emails (``STREAMAPP_SMTP_FROM``).
+    email_sender: str
+    #: The shop's Twilio sender, as its connection names it; None when it has not connected Twilio.
+    sms_sender: str | None
 
 
 class Sink(abc.ABC):
@@ -45,6 +59,20 @@ class Sink(abc.ABC):
     #: Whether a ``"failed"`` outcome also goes to the dead-letter topic (an operator must act:
     #: a payment link Stripe refused). An opted-out SMS or a bounced email is an answer, not an error.
     dead_letters_failures: ClassVar[bool] = False
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    def build(cls, pool: asyncpg.Pool, settings: Settings) -> Self:
+        """The sink a worker runs (this default: a sink that needs nothing but PostgreSQL)."""
+        return cls(pool)
+
+    @classmethod
+    def preview(cls, action: Action, context: PreviewContext) -> str | None:
+        """What this sink would send for ``action``, as text for a person (``streamapp preview``);
+        None when the channel has no preview (this default). Performs nothing."""
+        return None
 
     @abc.abstractmethod
     async def deliver(self, action: Action) -> Outcome:

@@ -45,7 +45,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import asyncpg
 
@@ -249,7 +249,7 @@ class DeliverySink(Sink, Generic[E]):
         self.timeout = timeout
 
     @classmethod
-    def build(cls, pool: asyncpg.Pool, settings: Settings) -> Sink:
+    def build(cls, pool: asyncpg.Pool, settings: Settings) -> Self:
         """The sink a worker runs: the settings' provider timeout, real sleeps, five attempts."""
         return cls(pool, settings, timeout=settings.provider_timeout_seconds)
 

@@ -30,7 +30,7 @@ import aiosmtplib
 
 from schemas.actions import Action, EmailEffect
 from streamapp.settings import Settings
-from streamapp.sinks.base import Outcome
+from streamapp.sinks.base import Outcome, PreviewContext, effect_of
 from streamapp.sinks.deliveries import INTERRUPTED, Delivery, DeliverySink, Verdict
 from streamapp.timeouts import BACKSTOP_SECONDS, awake_for
 
@@ -92,6 +92,15 @@ class EmailSink(DeliverySink[EmailEffect]):
             return await delivery.fail(f"invalid message: {exc}")
         reply = await delivery.attempt(lambda: self._send(message, effect.to), judge_smtp)
         return await delivery.sent(reply)
+
+    @classmethod
+    def preview(cls, action: Action, context: PreviewContext) -> str:
+        """The message's headers, then each MIME part."""
+        message = build_message(action, effect_of(action, EmailEffect), sender=context.email_sender)
+        lines = [f"{name}: {message[name]}" for name in ("From", "To", "Subject", "Message-ID")]
+        for part in message.iter_parts():
+            lines += ["", f"----- {part.get_content_type()} -----", str(part.get_content()).rstrip("\n")]
+        return "\n".join(lines) + "\n"
 
     def build_message(self, action: Action, effect: EmailEffect) -> EmailMessage:
         """The MIME message of ``effect``; a ValueError if a header or address cannot be encoded."""

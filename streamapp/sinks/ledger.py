@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
-import asyncpg
-
 from schemas.actions import Action, CreditEffect
 from streamapp.sinks.base import Outcome, Sink, effect_of
 
@@ -30,12 +28,9 @@ class LedgerSink(Sink):
 
     channel: ClassVar[str] = "credit"
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
     async def deliver(self, action: Action) -> Outcome:
         effect = effect_of(action, CreditEffect)
-        entry_id = await self._pool.fetchval(
+        entry_id = await self.pool.fetchval(
             _INSERT,
             action.action_id,
             action.shop_id,

@@ -29,13 +29,13 @@ Neither sink returns ``"failed"``; a database error propagates (see :mod:`stream
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import ClassVar, Literal
 
 import asyncpg
 
 from schemas.actions import Action, NotificationEffect, ToastEffect
-from streamapp.sinks.base import Outcome, Sink, effect_of
+from streamapp.sinks.base import Outcome, PreviewContext, Sink, effect_of
 
 logger = logging.getLogger(__name__)
 
@@ -93,15 +93,21 @@ class NotificationSink(Sink):
 
     channel: ClassVar[str] = "notification"
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+    @classmethod
+    def preview(cls, action: Action, context: PreviewContext) -> str:
+        """Who is notified, the title and the text."""
+        effect = effect_of(action, NotificationEffect)
+        audience = (
+            f"each admin ({', '.join(effect.admin_ids)})" if effect.admin_ids else "the shop (no admins configured)"
+        )
+        return f"To: {audience}\nTitle: {effect.title}\n\n{effect.text}\n"
 
     async def deliver(self, action: Action) -> Outcome:
         effect = effect_of(action, NotificationEffect)
         # dict.fromkeys: an admin named twice is notified once (the unique key would refuse it anyway).
         recipients: list[str | None] = list(dict.fromkeys(effect.admin_ids)) or [None]
         inserted = await _insert_once(
-            self._pool,
+            self.pool,
             action,
             kind="notification",
             recipients=recipients,
@@ -128,13 +134,17 @@ class ToastSink(Sink):
 
     channel: ClassVar[str] = "toast"
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+    @classmethod
+    def preview(cls, action: Action, context: PreviewContext) -> str:
+        """The title, the text, and how long it shows after the event."""
+        effect = effect_of(action, ToastEffect)
+        shown = effect.expires_at - action.occurred_at
+        return f"Toast: {effect.title}\n{effect.text}\n(shown for {_duration(shown)} after the event)\n"
 
     async def deliver(self, action: Action) -> Outcome:
         effect = effect_of(action, ToastEffect)
         inserted = await _insert_once(
-            self._pool,
+            self.pool,
             action,
             kind="toast",
             recipients=[None],
@@ -148,3 +158,8 @@ class ToastSink(Sink):
             return "duplicate"
         logger.info("toast %s shown to shop %s until %s", action.action_id, action.shop_id, effect.expires_at)
         return "applied"
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    return f"{seconds // 60} minutes" if seconds % 60 == 0 else f"{seconds} seconds"

@@ -64,11 +64,12 @@ from streamapp.connections.stripe_account import (
 )
 from streamapp.errors import ConfigurationError, RetryableError
 from streamapp.rules.catalog import BY_KEY, PARTS
-from streamapp.rules.wording import render_parts
+from streamapp.rules.money import format_money
+from streamapp.rules.wording import LINK_PLACEHOLDER, render_parts
 from streamapp.settings import Settings
-from streamapp.sinks.base import Outcome
+from streamapp.sinks.base import Outcome, PreviewContext, effect_of
 from streamapp.sinks.deliveries import Delivery, DeliverySink, Sleep, Verdict
-from streamapp.sinks.email import build_message, judge_smtp, send_message
+from streamapp.sinks.email import EmailSink, build_message, judge_smtp, send_message
 from streamapp.templating import TemplateError
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,17 @@ class PaymentLinkSink(DeliverySink[PaymentLinkEffect]):
     ) -> None:
         super().__init__(pool, settings, sleep=sleep, max_attempts=max_attempts, timeout=timeout)
         self._http: stripe.AIOHTTPClient | None = None  # opened on first use: it needs a running loop
+
+    @classmethod
+    def preview(cls, action: Action, context: PreviewContext) -> str:
+        """The email as the email sink would send it, with a placeholder where the link goes, and a note
+        on the link; TemplateError if the wording does not render."""
+        # The sink renders it once Stripe has made the Checkout link; the preview shows where it goes.
+        effect = effect_of(action, PaymentLinkEffect)
+        email = render_email(effect, LINK_PLACEHOLDER)
+        amount = format_money(effect.amount_cents, effect.currency)
+        note = f"Stripe Checkout link for {amount} ({effect.description}), made when the email is sent"
+        return f"{EmailSink.preview(action.model_copy(update={'effect': email}), context)}({note})\n"
 
     async def close(self) -> None:
         """Close the HTTP connection pool; a later delivery opens a new one."""

@@ -7,8 +7,6 @@ channel"); two sinks for one channel refuse to start.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import asyncpg
 
 from streamapp.settings import Settings
@@ -20,33 +18,29 @@ from streamapp.sinks.notifications import NotificationSink, ToastSink
 from streamapp.sinks.payment_link import PaymentLinkSink
 from streamapp.sinks.sms import SmsSink
 
-#: Builds one sink from the worker's pool and settings.
-SinkFactory = Callable[[asyncpg.Pool, Settings], Sink]
-
-
-def _database_only(kind: Callable[[asyncpg.Pool], Sink]) -> SinkFactory:
-    """A sink that needs nothing but PostgreSQL."""
-    return lambda pool, _settings: kind(pool)
-
-
-#: Every sink a worker runs, one line each, keyed by its ``channel`` when built.
-SINKS: tuple[SinkFactory, ...] = (
-    _database_only(LedgerSink),
-    _database_only(AlertSink),
-    _database_only(NotificationSink),
-    _database_only(ToastSink),
-    EmailSink.build,
-    SmsSink.build,
-    PaymentLinkSink.build,
+#: Every sink a worker runs, one line each: its class, which performs ``channel``, is
+#: built by ``build(pool, settings)`` and says what it would send by ``preview``.
+SINKS: tuple[type[Sink], ...] = (
+    LedgerSink,
+    AlertSink,
+    NotificationSink,
+    ToastSink,
+    EmailSink,
+    SmsSink,
+    PaymentLinkSink,
 )
+
+
+def sink_class(channel: str) -> type[Sink] | None:
+    """The class of the sink that performs ``channel``, without building it; None if none does."""
+    return next((kind for kind in SINKS if kind.channel == channel), None)
 
 
 def build_sinks(pool: asyncpg.Pool, settings: Settings) -> dict[str, Sink]:
     """One sink per channel; a ValueError when two sinks claim one channel. Close each when done."""
     sinks: dict[str, Sink] = {}
-    for make in SINKS:
-        sink = make(pool, settings)
-        if sink.channel in sinks:
-            raise ValueError(f"two sinks for channel {sink.channel!r}")
-        sinks[sink.channel] = sink
+    for kind in SINKS:
+        if kind.channel in sinks:
+            raise ValueError(f"two sinks for channel {kind.channel!r}")
+        sinks[kind.channel] = kind.build(pool, settings)
     return sinks

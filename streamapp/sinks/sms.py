@@ -49,7 +49,7 @@ from streamapp.connections.twilio_account import (
 )
 from streamapp.errors import ConfigurationError, RetryableError
 from streamapp.settings import Settings
-from streamapp.sinks.base import Outcome
+from streamapp.sinks.base import Outcome, PreviewContext, effect_of
 from streamapp.sinks.deliveries import Delivery, DeliverySink, Sleep, Verdict
 from streamapp.timeouts import BACKSTOP_SECONDS, awake_for
 
@@ -88,6 +88,17 @@ class SmsSink(DeliverySink[SmsEffect]):
     ) -> None:
         super().__init__(pool, settings, sleep=sleep, max_attempts=max_attempts, timeout=timeout)
         self._http: ReroutedHttpClient | None = None  # opened on first use: it needs a running loop
+
+    @classmethod
+    def preview(cls, action: Action, context: PreviewContext) -> str:
+        """The recipient, the shop's sender, and the text with its length in characters and segments."""
+        effect = effect_of(action, SmsEffect)
+        segments = -(-len(effect.text) // (160 if effect.text.isascii() else 70))
+        return (
+            f"To: {effect.to}\nFrom: {context.sms_sender or 'the shop Twilio sender'}\n"
+            f"Text ({len(effect.text)} characters, {segments} segment{'s' if segments != 1 else ''}):\n"
+            f"{effect.text}\n"
+        )
 
     async def close(self) -> None:
         """Close the HTTP connection pool; a later delivery opens a new one."""
