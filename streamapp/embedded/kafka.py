@@ -43,6 +43,12 @@ logger.apache.name = org.apache.kafka
 logger.apache.level = WARN
 logger.started.name = kafka.server.KafkaRaftServer
 logger.started.level = INFO
+# Fencing and unfencing of the broker by its own controller (a starved JVM misses its session):
+# the one thing that takes every partition's leader away from a single-node broker.
+logger.controller.name = org.apache.kafka.controller
+logger.controller.level = INFO
+logger.lifecycle.name = kafka.server.BrokerLifecycleManager
+logger.lifecycle.level = INFO
 """
 
 
