@@ -49,7 +49,8 @@ PaymentsEventT = PaymentSucceeded | PaymentFailed | InvoiceSent | InvoicePaid | 
 _payments = TypeAdapter[PaymentsEventT](PaymentsEvent)
 topics = runtime.topics
 
-#: ``<shop_id>:<customer_id>`` -> ``{"count": n, "orders": {order_id: [event_id, n]}}``
+#: ``<shop_id>:<customer_id>`` -> ``{"count": n}``, and ``<shop_id>:<customer_id>/<order_id>`` -> the order's
+#: marker ``{"event_id": e, "count": n}`` (see :mod:`streamapp.rules.order_count`).
 order_counts = fenced_table(app, "order-counts", partitions=runtime.settings.topic_partitions)
 
 
@@ -81,10 +82,9 @@ async def count_orders(stream: StreamT[bytes]) -> None:
     async for value in stream:
         routed = RoutedPayment.model_validate_json(value)
         event = routed.event
-        key = customer_key(event.shop_id, event.customer.customer_id)
-        counted = apply_payment(order_counts.get(key), event)
-        if counted.state is not None:
-            order_counts[key] = counted.state
+        counted = apply_payment(order_counts.get, event)
+        for key, state in counted.writes:
+            order_counts[key] = state
         if counted.count is None:
             continue
         await wait_for_config(event.occurred_at, f"event_id={event.event_id}")

@@ -60,7 +60,7 @@ from streamapp.decode import decode
 from streamapp.embedded.kafka import EmbeddedKafka, ensure_kafka_libs
 from streamapp.embedded.postgres import EmbeddedPostgres
 from streamapp.embedded.process import ChildProcess, free_port
-from streamapp.rules.order_count import ShopView, apply_payment, customer_key, decide
+from streamapp.rules.order_count import ShopView, apply_payment, decide
 from streamapp.settings import Settings
 from streamapp.topics import ACTIONS, DEAD_LETTERS, PAYMENTS, ensure_topics, topic_name
 
@@ -297,10 +297,8 @@ async def handle(
         return
     if not isinstance(event, PaymentSucceeded):
         return
-    key = customer_key(event.shop_id, event.customer.customer_id)
-    counted = apply_payment(counts.get(key), event)
-    if counted.state is not None:
-        counts[key] = counted.state
+    counted = apply_payment(counts.get, event)
+    counts.update(counted.writes)
     if counted.count is None:
         return
     for action in decide(event, counted.count, view, Lineage(event_id=event.event_id, **where)):

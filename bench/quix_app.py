@@ -70,9 +70,9 @@ def build(app: Application, settings: Settings, view: ShopView, ready_file: Path
 
     def count(value: dict[str, Any], state: State) -> list[Action]:
         event = _succeeded.validate_python(value["event"])
-        counted = apply_payment(state.get("counts"), event)
-        if counted.state is not None:
-            state.set("counts", counted.state)
+        counted = apply_payment(state.get, event)
+        for key, marker_or_count in counted.writes:
+            state.set(key, marker_or_count)
         if counted.count is None:
             return []
         return decide(event, counted.count, view, Lineage(**value["lineage"]))

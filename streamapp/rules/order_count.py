@@ -2,20 +2,33 @@
 
 No Kafka here: the agent feeds events in and sends the actions out.
 
-State per customer is one table value, ``{"count": n, "orders": {order_id: [event_id, n]}}``,
-so counting an order is one atomic changelog write. Keeping the event that counted
-each order, and the count it reached, is what makes redelivery safe:
+State per customer is O(1) in the customer's history, as table values under two kinds of key
+(both on the customer's partition, since the table's partition is its input's):
+
+- ``<shop_id>:<customer_id>`` -> ``{"count": n}``: the customer's distinct paid orders;
+- ``<shop_id>:<customer_id>/<order_id>`` -> ``{"event_id": e, "count": n}``: the order's marker,
+  the event that counted it and the count it reached.
+
+Counting an order writes its marker, then the count (:class:`Counted` lists the writes in that
+order; one changelog partition keeps them in that order). The marker is what makes redelivery
+safe:
 
 - the same order paid again (another event): not counted, no action;
-- the *same event* delivered again (a crash after the state was saved but before
-  the actions were sent): its actions are decided again, with the same action ids,
-  and the sinks drop whatever had already been done. Nothing is lost, nothing doubles.
+- the *same event* delivered again (a crash after the state was saved but before the actions
+  were sent): its actions are decided again, with the same action ids, and the sinks drop
+  whatever had already been done. Nothing is lost, nothing doubles. If the crash came between
+  the two writes (the marker saved, the count not), the count is repaired from the marker.
+
+The first format kept every order in the customer's one value (``{"count": n, "orders":
+{order_id: [event_id, n]}}``), rewritten on every payment: quadratic in a customer's history, and
+over Kafka's 1 MiB message limit near 30,000 orders. Such a value is migrated when its customer is
+next touched: its orders become markers and the value a count.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +55,10 @@ class ShopView:
 class Counted:
     """The outcome of applying one payment to a customer's state."""
 
-    state: dict[str, Any] | None  # the new state to store, or None when unchanged
-    count: int | None  # the count this event reached (new or re-delivered), or None if it did not count
+    #: Table writes, in the order they must be made (a marker before the count it raises).
+    writes: list[tuple[str, dict[str, Any]]]
+    #: The count this event reached (new or re-delivered), or None if it did not count.
+    count: int | None
 
 
 def customer_key(shop_id: str, customer_id: str) -> str:
@@ -51,17 +66,40 @@ def customer_key(shop_id: str, customer_id: str) -> str:
     return f"{shop_id}:{customer_id}"
 
 
-def apply_payment(state: Mapping[str, Any] | None, event: PaymentSucceeded) -> Counted:
-    """Count ``event``'s order once per customer, remembering which event counted it."""
-    orders: dict[str, list[Any]] = dict(state["orders"]) if state else {}
+def order_key(customer: str, order_id: str) -> str:
+    """Table key of the marker of ``order_id`` under customer key ``customer`` (``/`` is in no id)."""
+    return f"{customer}/{order_id}"
+
+
+def apply_payment(stored: Callable[[str], Mapping[str, Any] | None], event: PaymentSucceeded) -> Counted:
+    """Count ``event``'s order once per customer, remembering which event counted it.
+
+    ``stored(key)`` reads the table. Reads one value and one marker, writes at most one of each
+    (a first-format value is migrated: every order it held becomes a marker, once).
+    """
+    key = customer_key(event.shop_id, event.customer.customer_id)
+    writes: list[tuple[str, dict[str, Any]]] = []
+    state = stored(key)
     count = int(state["count"]) if state else 0
-    seen = orders.get(event.order_id)
-    if seen is not None:
-        counted_by, reached = seen
-        return Counted(state=None, count=int(reached) if counted_by == event.event_id else None)
+    markers: dict[str, Mapping[str, Any]] = {}
+    if state and "orders" in state:
+        for order_id, (counted_by, reached) in state["orders"].items():
+            markers[order_key(key, order_id)] = {"event_id": counted_by, "count": int(reached)}
+        writes.extend((marker, dict(value)) for marker, value in markers.items())
+        writes.append((key, {"count": count}))
+    marker_key = order_key(key, event.order_id)
+    marker = markers[marker_key] if marker_key in markers else stored(marker_key)
+    if marker is not None:
+        if marker["event_id"] != event.event_id:
+            return Counted(writes=writes, count=None)
+        reached = int(marker["count"])
+        if reached > count:  # the count's write was lost after its marker's: repair it
+            writes.append((key, {"count": reached}))
+        return Counted(writes=writes, count=reached)
     count += 1
-    orders[event.order_id] = [event.event_id, count]
-    return Counted(state={"count": count, "orders": orders}, count=count)
+    writes.append((marker_key, {"event_id": event.event_id, "count": count}))
+    writes.append((key, {"count": count}))
+    return Counted(writes=writes, count=count)
 
 
 def action_id(shop_id: str, rule_id: str, customer_id: str, orders: int) -> str:

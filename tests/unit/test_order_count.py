@@ -11,7 +11,7 @@ from schemas.actions import Lineage
 from schemas.config import EmailTemplate, OrderCountRule
 from schemas.events import PaymentSucceeded
 from streamapp.rules.money import format_money
-from streamapp.rules.order_count import ShopView, action_id, apply_payment, decide
+from streamapp.rules.order_count import Counted, ShopView, action_id, apply_payment, decide
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 LINEAGE = Lineage(event_id="e", topic="payments", partition=0, offset=7)
@@ -51,15 +51,63 @@ def shop(*rules: OrderCountRule, templates: dict[str, EmailTemplate] | None = No
     return ShopView(shop_name="Acme & Co", rules=list(rules), templates=templates or {})
 
 
+class Table(dict[str, dict[str, Any]]):
+    """The order-counts table as the agent uses it: ``get`` to read, the writes applied in order."""
+
+    def apply(self, counted: Counted) -> Counted:
+        self.update(counted.writes)
+        return counted
+
+
 def test_orders_count_once_and_redelivery_reports_the_count_it_reached() -> None:
-    first = apply_payment(None, pay("o1"))
-    assert first.count == 1 and first.state == {"count": 1, "orders": {"o1": ["evt-o1", 1]}}
-    second = apply_payment(first.state, pay("o2"))
+    table = Table()
+    first = table.apply(apply_payment(table.get, pay("o1")))
+    assert first.count == 1
+    assert first.writes == [("s:c1/o1", {"event_id": "evt-o1", "count": 1}), ("s:c1", {"count": 1})]
+    second = table.apply(apply_payment(table.get, pay("o2")))
     assert second.count == 2
-    redelivered = apply_payment(second.state, pay("o1"))  # same event id: re-decide at count 1
-    assert redelivered == type(redelivered)(state=None, count=1)
-    paid_again = apply_payment(second.state, pay("o1", event_id="other"))  # same order, other event
-    assert paid_again.state is None and paid_again.count is None
+    redelivered = apply_payment(table.get, pay("o1"))  # same event id: re-decide at count 1
+    assert redelivered == Counted(writes=[], count=1)
+    paid_again = apply_payment(table.get, pay("o1", event_id="other"))  # same order, other event
+    assert paid_again == Counted(writes=[], count=None)
+
+
+def test_a_count_lost_after_its_marker_is_repaired_by_the_redelivery() -> None:
+    """A crash between the two writes: the marker reached the changelog, the count did not."""
+    table = Table()
+    table.apply(apply_payment(table.get, pay("o1")))
+    counted = apply_payment(table.get, pay("o2"))
+    table.update(counted.writes[:1])  # the marker only
+    redelivered = table.apply(apply_payment(table.get, pay("o2")))
+    assert redelivered.count == 2 and redelivered.writes == [("s:c1", {"count": 2})]
+    assert table.apply(apply_payment(table.get, pay("o3"))).count == 3
+
+
+def test_a_first_format_value_is_migrated_when_its_customer_is_next_touched() -> None:
+    legacy = {"count": 2, "orders": {"o1": ["evt-o1", 1], "o2": ["evt-o2", 2]}, "_source_offset": 9}
+    table = Table({"s:c1": legacy})
+    again = table.apply(apply_payment(table.get, pay("o2")))  # redelivered, as before the migration
+    assert again.count == 2
+    assert table["s:c1"] == {"count": 2} and table["s:c1/o1"] == {"event_id": "evt-o1", "count": 1}
+    assert table.apply(apply_payment(table.get, pay("o1", event_id="other"))).count is None
+    third = table.apply(apply_payment(table.get, pay("o3")))
+    assert third.count == 3 and third.writes == [
+        ("s:c1/o3", {"event_id": "evt-o3", "count": 3}),
+        ("s:c1", {"count": 3}),
+    ]
+    legacy_new_order = apply_payment(Table({"s:c1": legacy}).get, pay("o9"))
+    assert legacy_new_order.count == 3 and legacy_new_order.writes[-1] == ("s:c1", {"count": 3})
+
+
+def test_a_customer_with_100000_orders_counts_each_once_with_constant_writes() -> None:
+    table = Table()
+    for n in range(1, 100_001):
+        counted = table.apply(apply_payment(table.get, pay(f"o{n}")))
+        assert counted.count == n and len(counted.writes) == 2
+    assert table["s:c1"] == {"count": 100_000}
+    assert max(len(repr(value)) for value in table.values()) < 64  # no value grows with the history
+    assert apply_payment(table.get, pay("o50000")).count == 50_000
+    assert apply_payment(table.get, pay("o50000", event_id="again")).count is None
 
 
 def test_every_rule_at_n_fires_in_rule_order_with_deterministic_ids() -> None:
