@@ -42,12 +42,10 @@ from faust.types import EventT, Message
 from pydantic import ValidationError
 
 from schemas.actions import Action
-from schemas.deadletter import Reason
 from streamapp import queries
-from streamapp.agent_steps import reject
+from streamapp.agent_steps import reject_message
 from streamapp.app import app, runtime
 from streamapp.db import durability_warnings
-from streamapp.decode import dead_letter
 from streamapp.errors import ConfigurationError, RetryableError
 from streamapp.sinks.base import Outcome, Sink
 from streamapp.sinks.deliveries import backoff
@@ -147,19 +145,6 @@ def _hand_back(message: Message) -> None:
     app.consumer.unacked.discard(message)
 
 
-async def _dead_letter(message: Message, reason: Reason, detail: str) -> None:
-    letter = dead_letter(
-        reason,
-        detail,
-        key=message.key,
-        value=message.value,
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-    )
-    await reject(message, letter)
-
-
 async def _handle(
     event: EventT[bytes], sinks: Mapping[str, Sink], pool: asyncpg.Pool, stopping: asyncio.Future[None]
 ) -> bool:
@@ -168,11 +153,11 @@ async def _handle(
     try:
         action = Action.model_validate_json(message.value or b"")
     except ValidationError as exc:
-        await _dead_letter(message, "invalid_event", f"not an action: {exc}")
+        await reject_message(message, "invalid_event", f"not an action: {exc}")
         return True
     channel = action.effect.channel
     if channel not in sinks:
-        await _dead_letter(message, "invalid_event", f"no sink for channel {channel!r} in this worker")
+        await reject_message(message, "invalid_event", f"no sink for channel {channel!r} in this worker")
         return True
     outcome = await perform_unless_stopped(sinks[channel], action, stopping)
     if outcome is None:
@@ -189,7 +174,7 @@ async def _handle(
     if outcome == "failed" and sinks[channel].dead_letters_failures:
         delivery = await queries.get_delivery(pool, action.action_id)
         reason = delivery.last_error if delivery is not None and delivery.last_error else "failed"
-        await _dead_letter(message, "effect_failed", f"{channel} {action.action_id}: {reason}")
+        await reject_message(message, "effect_failed", f"{channel} {action.action_id}: {reason}")
     return True
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiokafka.errors import KafkaError
 from faust import StreamT
@@ -19,10 +19,10 @@ from faust.types import Message
 from pydantic import TypeAdapter
 
 from schemas.actions import Action, Lineage
-from schemas.deadletter import DeadLetter
+from schemas.deadletter import DeadLetter, Reason
 from schemas.events import CatalogEvent
 from streamapp.app import runtime
-from streamapp.decode import dead_letter_key, decode
+from streamapp.decode import dead_letter, dead_letter_key, decode
 from streamapp.rules import automation
 from streamapp.sinks.deliveries import backoff
 
@@ -45,15 +45,7 @@ async def decode_or_dead_letter(
 ) -> tuple[_E, Lineage] | None:
     """The event in ``message`` with its lineage; None after sending bad input to ``dead-letters``
     (see :func:`reject`: it returns only once the broker has the dead letter)."""
-    outcome = decode(
-        adapter,
-        known_types,
-        key=message.key,
-        value=message.value,
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-    )
+    outcome = decode(adapter, known_types, **_origin(message))
     if isinstance(outcome, DeadLetter):
         await reject(message, outcome)
         return None
@@ -62,6 +54,22 @@ async def decode_or_dead_letter(
         event_id=outcome.event_id, topic=message.topic, partition=message.partition, offset=message.offset
     )
     return outcome, lineage
+
+
+def _origin(message: Message) -> dict[str, Any]:
+    """Where ``message`` came from and what it held, as :func:`decode` and :func:`dead_letter` take it."""
+    return {
+        "key": message.key,
+        "value": message.value,
+        "topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+    }
+
+
+async def reject_message(message: Message, reason: Reason, detail: str) -> None:
+    """Dead-letter ``message`` for ``reason`` with ``detail`` (see :func:`reject`)."""
+    await reject(message, dead_letter(reason, detail, **_origin(message)))
 
 
 async def reject(message: Message, letter: DeadLetter) -> None:

@@ -46,7 +46,6 @@ A ``"failed"`` outcome leaves its reason in ``deliveries.last_error``
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import ClassVar
 
@@ -66,9 +65,8 @@ from streamapp.errors import ConfigurationError, RetryableError
 from streamapp.rules.catalog import BY_KEY, PARTS
 from streamapp.rules.money import format_money
 from streamapp.rules.wording import LINK_PLACEHOLDER, render_parts
-from streamapp.settings import Settings
 from streamapp.sinks.base import Outcome, PreviewContext, effect_of
-from streamapp.sinks.deliveries import Delivery, DeliverySink, Sleep, Verdict
+from streamapp.sinks.deliveries import Delivery, DeliverySink, Verdict
 from streamapp.sinks.email import EmailSink, build_message, judge_smtp, send_message
 from streamapp.templating import TemplateError
 
@@ -139,17 +137,8 @@ class PaymentLinkSink(DeliverySink[PaymentLinkEffect]):
     label: ClassVar[str] = "payment link"
     dead_letters_failures: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        settings: Settings,
-        *,
-        sleep: Sleep = asyncio.sleep,
-        max_attempts: int = 5,
-        timeout: float = 30.0,
-    ) -> None:
-        super().__init__(pool, settings, sleep=sleep, max_attempts=max_attempts, timeout=timeout)
-        self._http: stripe.AIOHTTPClient | None = None  # opened on first use: it needs a running loop
+    #: The provider's HTTP client, opened on first use (it needs a running loop).
+    _http: stripe.AIOHTTPClient | None = None
 
     @classmethod
     def preview(cls, action: Action, context: PreviewContext) -> str:

@@ -30,7 +30,6 @@ idempotency key, so no design closes it from this side.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import ClassVar
 
@@ -48,9 +47,8 @@ from streamapp.connections.twilio_account import (
     rest_client,
 )
 from streamapp.errors import ConfigurationError, RetryableError
-from streamapp.settings import Settings
 from streamapp.sinks.base import Outcome, PreviewContext, effect_of
-from streamapp.sinks.deliveries import Delivery, DeliverySink, Sleep, Verdict
+from streamapp.sinks.deliveries import Delivery, DeliverySink, Verdict
 from streamapp.timeouts import BACKSTOP_SECONDS, awake_for
 
 logger = logging.getLogger(__name__)
@@ -77,17 +75,8 @@ class SmsSink(DeliverySink[SmsEffect]):
     effect_type = SmsEffect
     label: ClassVar[str] = "sms"
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        settings: Settings,
-        *,
-        sleep: Sleep = asyncio.sleep,
-        max_attempts: int = 5,
-        timeout: float = 30.0,
-    ) -> None:
-        super().__init__(pool, settings, sleep=sleep, max_attempts=max_attempts, timeout=timeout)
-        self._http: ReroutedHttpClient | None = None  # opened on first use: it needs a running loop
+    #: The provider's HTTP client, opened on first use (it needs a running loop).
+    _http: ReroutedHttpClient | None = None
 
     @classmethod
     def preview(cls, action: Action, context: PreviewContext) -> str:
