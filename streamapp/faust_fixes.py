@@ -1,6 +1,6 @@
 """Workarounds for faust-streaming bugs that lose messages; applied once by the app factory.
 
-All six concern how a worker (re)starts consuming its stream partitions after a
+All seven concern how a worker (re)starts consuming its stream partitions after a
 rebalance. The first three were found by ``tests/integration/test_worker_crash.py``: a
 worker replacing a SIGKILLed one skipped a dozen actions per partition. Faust's
 consumer advances its ``_read_offset`` for a message even when it did not deliver
@@ -108,6 +108,19 @@ The fix: a fetch whose assignment changed while it waited returns nothing and pu
 drained, seeking each partition to its first drained offset, in the consumer thread, before
 anything else there can move it. The records are read again under the new generation's rules.
 
+**7. The livelock detector crashes the worker on a partition that has no position yet.**
+Every ``commit_interval * 2.5`` seconds outside a rebalance, Faust's ``_commit_livelock_detector``
+calls ``AIOKafkaConsumerThread.verify_event_path`` for each assigned partition, which reads
+aiokafka's ``TopicPartitionState.position``; that property *asserts* a position, and a partition
+awaiting an offset reset has none until the fetcher has looked it up. Fix 4 puts never-committed
+stream partitions in exactly that state (sought to their beginning) right after recovery. The
+SIGTERM-under-load test hit it once in about ten runs of the suite: ``Consumer: Crashed
+reason=AssertionError()`` 0.7 s after "Seek stream partitions to committed offsets", and the
+worker stopped.
+
+The fix: a partition without a valid position is skipped by that check (there is nothing to
+verify yet: nothing has been fetched for it); every other partition is checked as before.
+
 **The guard.** Each fix wraps a method and relies on what that method and its neighbours do
 inside, so it holds only for the versions it was verified with. ``apply()`` refuses to start
 (:class:`~streamapp.errors.UnverifiedDependencyError`) when faust-streaming, mode-streaming or
@@ -123,10 +136,11 @@ import functools
 import importlib.metadata
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
+from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError
 from faust.tables.recovery import RebalanceAgain, Recovery
 from faust.transport.consumer import Consumer, ThreadDelegateConsumer
@@ -140,7 +154,7 @@ logger = logging.getLogger(__name__)
 #: Set on every installed wrapper, so that ``apply()`` installs each one once.
 _APPLIED = "_streamapp_faust_fix"
 
-_Method = Callable[..., Awaitable[Any]]
+_Method = Callable[..., Any]
 
 #: The versions every workaround was written for and verified with (``constraints.txt`` pins the same).
 VERIFIED_VERSIONS = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka": "0.14.0"}
@@ -355,6 +369,25 @@ def put_back_fetches_that_outlived_their_assignment() -> None:
     _patch(AIOKafkaConsumerThread, "_fetch_records", wrap, what, expected)
 
 
+def skip_event_path_checks_of_partitions_without_a_position() -> None:
+    """Make the livelock detector's ``verify_event_path`` skip a partition awaiting its offset reset
+    instead of crashing on aiokafka's position assertion (idempotent)."""
+
+    def wrap(original: _Method) -> _Method:
+        def verify_event_path(self: AIOKafkaConsumerThread, now: float, tp: TP) -> None:
+            assignment = _assignment(self._ensure_consumer()._fetcher._subscriptions)
+            state = None if assignment is None else assignment.state_value(TopicPartition(tp.topic, tp.partition))
+            if state is not None and not state.has_valid_position:
+                return None  # awaiting an offset reset: nothing fetched yet, nothing to verify
+            original(self, now, tp)
+            return None
+
+        return verify_event_path
+
+    what = "the livelock check skips partitions without a position"
+    _patch(AIOKafkaConsumerThread, "verify_event_path", wrap, what, "(self, now, tp)")
+
+
 def _assignment(subscriptions: Any) -> Any:
     subscription = subscriptions.subscription
     return None if subscription is None else subscription.assignment
@@ -385,3 +418,4 @@ def apply(*, allow_unverified: bool = False) -> None:
     seek_uncommitted_stream_partitions_to_start()
     restart_recovery_passes_outlived_by_a_rebalance()
     put_back_fetches_that_outlived_their_assignment()
+    skip_event_path_checks_of_partitions_without_a_position()

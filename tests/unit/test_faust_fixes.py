@@ -17,9 +17,12 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.consumer.fetcher import OffsetResetStrategy
+from aiokafka.consumer.subscription_state import Assignment
 from aiokafka.errors import IllegalStateError
 from faust.tables.recovery import RebalanceAgain, Recovery
 from faust.transport.consumer import Consumer, ThreadDelegateConsumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 
 from streamapp import faust_fixes
@@ -325,3 +328,52 @@ def test_a_method_whose_signature_changed_is_refused_even_with_the_override(
     where = f"{owner.__module__}.{owner.__qualname__}.{name}"
     assert str(refused.value).endswith(f"it wraps {where} {expected}, and the installed one is {installed}")
     assert getattr(owner, name) is changed  # not wrapped
+
+
+class _LivelockThread:
+    """What ``AIOKafkaConsumerThread.verify_event_path`` reads, around one partition's aiokafka state."""
+
+    def __init__(self, state: Any) -> None:
+        assignment = SimpleNamespace(state_value=lambda tp: state)
+        subscriptions = SimpleNamespace(subscription=SimpleNamespace(assignment=assignment))
+        self._consumer = SimpleNamespace(_fetcher=SimpleNamespace(_subscriptions=subscriptions))
+        app = SimpleNamespace(monitor=object(), topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+        self.consumer = SimpleNamespace(app=app)
+        self.time_started = 0.0
+        self.tp_stream_timeout_secs = 300.0
+        self.checked: list[Any] = []
+
+    def _ensure_consumer(self) -> Any:
+        return self._consumer
+
+    def _verify_aiokafka_event_path(self, now: float, tp: Any) -> bool:
+        self.checked.append(tp)
+        return False
+
+
+def _awaiting_reset() -> Any:  # needs a running loop: aiokafka makes futures
+    """A partition's aiokafka state as a seek to its beginning leaves it until the fetcher looks it up."""
+    tp = TopicPartition("payments", 0)
+    state = Assignment([tp]).state_value(tp)
+    state.await_reset(OffsetResetStrategy.EARLIEST)
+    return state
+
+
+async def test_the_livelock_check_skips_a_partition_awaiting_its_offset_reset() -> None:
+    """Upstream, aiokafka's ``position`` asserts and the worker crashed with AssertionError (fix 7)."""
+    faust_fixes.apply()
+    patched = AIOKafkaConsumerThread.verify_event_path
+    with pytest.raises(AssertionError):
+        patched.__wrapped__(_LivelockThread(_awaiting_reset()), 0.0, TP("payments", 0))  # type: ignore[attr-defined]
+    thread = _LivelockThread(_awaiting_reset())
+    assert patched(thread, 0.0, TP("payments", 0)) is None
+    assert thread.checked == []
+
+
+async def test_the_livelock_check_still_checks_a_partition_with_a_position() -> None:
+    faust_fixes.apply()
+    state = _awaiting_reset()
+    state.reset_to(5)
+    thread = _LivelockThread(state)
+    AIOKafkaConsumerThread.verify_event_path(thread, 0.0, TP("payments", 0))
+    assert thread.checked == [TP("payments", 0)]
