@@ -4,17 +4,27 @@ Two agents, each ``concurrency=1`` because each updates a table or emits
 messages (faust-streaming #606: with more, a commit can pass an in-flight message):
 
 1. ``route_payments`` decodes each message. Bad input goes to ``dead-letters``
-   with the reason and the original bytes; a valid ``payment.succeeded`` is
-   re-keyed by customer onto the internal ``<app_id>-payments-by-customer`` topic;
-   ``invoice.sent`` and ``invoice.paid`` go to the automation catalog (``judge_catalog_event``),
-   and every invoice event is re-keyed by invoice onto ``<app_id>-invoices`` (``agents/invoices.py``).
-2. ``count_orders`` counts each customer's distinct paid orders in a
-   changelog-backed table and publishes the actions of the rules that fire.
+   with the reason and the original bytes. A valid ``payment.succeeded`` keyed by its
+   customer (``<shop_id>:<customer_id>``, the topic contract) on the partition the default
+   partitioner gives that key is counted right here: its partition is the customer's partition
+   of the ``order-counts`` table. Any other ``payment.succeeded`` (keyed otherwise, or placed by
+   another partitioner) is re-keyed by customer onto the internal
+   ``<app_id>-payments-by-customer`` topic and counted from there, and counted in
+   ``streamapp_payments_rekeyed``. ``invoice.sent`` and ``invoice.paid`` go to the automation
+   catalog (``judge_catalog_event``), and every invoice event is re-keyed by invoice onto
+   ``<app_id>-invoices`` (``agents/invoices.py``).
+2. ``count_orders`` counts the re-keyed payments.
+
+Both count a customer's distinct paid orders in the changelog-backed ``order-counts`` table
+(its values fenced on both source topics: :mod:`streamapp.tables`) and publish the actions of
+the rules that fire.
 """
 
 from __future__ import annotations
 
+from aiokafka.partitioner import murmur2
 from faust import StreamT
+from faust.types import Message
 from pydantic import TypeAdapter
 
 from schemas.actions import Lineage
@@ -59,10 +69,10 @@ async def route_payments(stream: StreamT[bytes]) -> None:
     async for event in stream.events():
         found = await decode_or_dead_letter(event.message, _payments, PAYMENT_TYPES)
         if found is not None:
-            await _route(*found)
+            await _route(event.message, *found)
 
 
-async def _route(event: PaymentsEventT, lineage: Lineage) -> None:
+async def _route(message: Message, event: PaymentsEventT, lineage: Lineage) -> None:
     if isinstance(event, InvoiceSent | InvoicePaid):
         await judge_catalog_event(event, lineage)  # the catalog's invoice emails: no state needed
     if isinstance(event, InvoiceSent | InvoicePaid | InvoiceVoided | InvoiceDueDateChanged):
@@ -72,21 +82,35 @@ async def _route(event: PaymentsEventT, lineage: Lineage) -> None:
         return
     if not isinstance(event, PaymentSucceeded):
         return  # payment.failed: valid, and nothing counts on it
+    key = customer_key(event.shop_id, event.customer.customer_id).encode()
+    if message.key == key and message.partition == customer_partition(key, runtime.settings.topic_partitions):
+        await _count(event, lineage)
+        return
+    runtime.metrics.payments_rekeyed.inc()
     routed = RoutedPayment(lineage=lineage, event=event)
-    key = customer_key(event.shop_id, event.customer.customer_id)
-    await topics.payments_by_customer.send(key=key.encode(), value=routed.model_dump_json().encode())
+    await topics.payments_by_customer.send(key=key, value=routed.model_dump_json().encode())
+
+
+def customer_partition(key: bytes, partitions: int) -> int:
+    """The partition the default partitioner (Kafka's Java client's, aiokafka's, Faust's) gives ``key``."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @app.agent(topics.payments_by_customer, concurrency=1)
 async def count_orders(stream: StreamT[bytes]) -> None:
     async for value in stream:
         routed = RoutedPayment.model_validate_json(value)
-        event = routed.event
-        counted = apply_payment(order_counts.get, event)
-        for key, state in counted.writes:
-            order_counts[key] = state
-        if counted.count is None:
-            continue
-        await wait_for_config(event.occurred_at, f"event_id={event.event_id}")
-        for action in decide(event, counted.count, runtime.shop_config.store.view(event.shop_id), routed.lineage):
-            await publish(action)
+        await _count(routed.event, routed.lineage)
+
+
+async def _count(event: PaymentSucceeded, lineage: Lineage) -> None:
+    """Count ``event`` on its customer's partition (the message being processed is on it) and
+    publish the actions of the rules that fire."""
+    counted = apply_payment(order_counts.get, event)
+    for key, state in counted.writes:
+        order_counts[key] = state
+    if counted.count is None:
+        return
+    await wait_for_config(event.occurred_at, f"event_id={event.event_id}")
+    for action in decide(event, counted.count, runtime.shop_config.store.view(event.shop_id), lineage):
+        await publish(action)

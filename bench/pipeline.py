@@ -227,7 +227,9 @@ async def bench_streamapp(settings: Settings, shop: str, args: argparse.Namespac
     }
     counter = ActionCounter(settings)
     reader = asyncio.create_task(counter.run())
-    argv = [sys.executable, "-m", "faust", "-A", "streamapp.app", "worker", "-l", "warn"]
+    # As production starts it (`streamapp worker`, log level info): `faust worker -l warn` would keep
+    # Faust's spinner, which sets the root logger to DEBUG (every send then builds a log record).
+    argv = [sys.executable, "-m", "streamapp", "worker"]
     worker = ChildProcess("worker", argv, log_path=workdir / "worker.log", cwd=REPO_ROOT, env=env)
 
     def alive() -> None:

@@ -59,6 +59,12 @@ class Metrics:
         self.events = Counter(
             "streamapp_events", "Valid events decoded, by topic and type.", ["topic", "type"], registry=registry
         )
+        self.payments_rekeyed = Counter(
+            "streamapp_payments_rekeyed",
+            "payment.succeeded events not keyed <shop_id>:<customer_id> on that key's partition: "
+            "they took the re-key hop through <app_id>-payments-by-customer.",
+            registry=registry,
+        )
         self.actions = Counter(
             "streamapp_actions",
             "Actions published, by trigger and channel.",

@@ -9,13 +9,21 @@ partition from the changelog (after any later rebalance) would take the zombie's
 value as the latest: a customer's order count would go back, a credit at a count reached
 again would be taken for a duplicate, and a later credit would never be earned.
 
-The fence: every value written carries the offset of the input message that produced it
-(:data:`SOURCE_OFFSET`; the table's partition is the input's, so the offsets compare), and
-restoring a partition skips a value older than the one it already holds for that key.
+The fence: every value written carries, per source topic, the offset of the latest input
+message of that topic that wrote the key (:data:`SOURCES`; the write's own topic gets its
+message's offset, the others keep what the held value had). A table's partition is its
+inputs' partition (every source topic is co-partitioned with the changelog), so offsets of one
+topic compare. Restoring a partition skips a value that is behind the one it already holds for
+that key in any source topic. A key written from two topics (``order-counts``: from ``payments``
+directly and from the re-key hop) is fenced on both: a zombie's value inherits the older offsets
+it held and loses to the new owner's on at least one of them.
+
 The same rule skips the writes of an ordinary replay (a new owner reprocessing input the
 old owner had already written for): harmless, since processing is deterministic and the
 replay's content is what the newer value already holds. A partition's input offsets must
 only grow: reset the app's internal topics and its changelogs together (``faust reset``).
+A value of the first format carries one offset (:data:`SOURCE_OFFSET`, of the table's one
+source topic then); it is fenced as the offsets of a topic of its own, which later writes keep.
 """
 
 from __future__ import annotations
@@ -30,18 +38,28 @@ from faust.types import EventT
 
 logger = logging.getLogger(__name__)
 
-#: The key, in every value of a fenced table, of the input offset that wrote it.
+#: The key, in every value of a fenced table, of ``{source topic: offset of the input that last wrote it}``.
+SOURCES = "_sources"
+#: The key of the first format's one input offset; read as the offsets of topic :data:`FIRST_FORMAT`.
 SOURCE_OFFSET = "_source_offset"
+FIRST_FORMAT = ""
+
+_NOT_HELD = object()
 
 
 class FencedTable(faust.Table):  # type: ignore[type-arg]  # faust is untyped
-    """A table of dict values, each stamped with its input's offset; see the module docstring."""
+    """A table of dict values, each stamped with its inputs' offsets; see the module docstring."""
 
     def __setitem__(self, key: Any, value: dict[str, Any]) -> None:
         event = current_event()
         if event is None:
             raise RuntimeError(f"table {self.name}: values are written while processing a message")
-        super().__setitem__(key, {**value, SOURCE_OFFSET: event.message.offset})
+        message = event.message
+        sources = dict(stamp(self.data.get(key)) or {})
+        sources[message.topic] = message.offset
+        stamped = {**value, SOURCES: sources}
+        stamped.pop(SOURCE_OFFSET, None)
+        super().__setitem__(key, stamped)
 
     def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
         fresh, stale = fresh_changes(batch, self.data.get, self._to_key)
@@ -53,26 +71,45 @@ class FencedTable(faust.Table):  # type: ignore[type-arg]  # faust is untyped
 def fresh_changes(
     batch: Iterable[EventT[Any]], stored: Any, to_key: Any = lambda key: key
 ) -> tuple[list[EventT[Any]], int]:
-    """The changelog events of ``batch`` that are not older than what ``stored(key)`` (or an
+    """The changelog events of ``batch`` that are not behind what ``stored(key)`` (or an
     earlier event of the batch) holds for their key; and how many were skipped."""
-    latest: dict[Any, int] = {}
+    latest: dict[Any, dict[str, int] | None] = {}
     fresh: list[EventT[Any]] = []
     stale = 0
     for event in batch:
-        written = _offset(event.value)
-        if written is not None:
-            key = to_key(event.key)
-            held = latest[key] if key in latest else _offset(stored(key))
-            if held is not None and written < held:
-                stale += 1
-                continue
-            latest[key] = written
+        key = to_key(event.key)
+        written = stamp(event.value)
+        held = latest.get(key, _NOT_HELD)
+        if held is _NOT_HELD:
+            held = stamp(stored(key))
+        if written is None:
+            # A tombstone or an unstamped value applies. The batch keeps the key's fence: a zombie's
+            # stale value after a deletion is still skipped here, though not in a later restore chunk,
+            # which finds nothing held.
+            fresh.append(event)
+            continue
+        if held is not None and behind(written, held):  # type: ignore[arg-type]
+            stale += 1
+            continue
+        latest[key] = written
         fresh.append(event)
     return fresh, stale
 
 
-def _offset(value: Any) -> int | None:
-    return value.get(SOURCE_OFFSET) if isinstance(value, dict) else None
+def stamp(value: Any) -> dict[str, int] | None:
+    """The source offsets ``value`` carries, or None (a tombstone, an unstamped value)."""
+    if not isinstance(value, dict):
+        return None
+    sources = value.get(SOURCES)
+    if sources is not None:
+        return sources  # type: ignore[no-any-return]
+    first = value.get(SOURCE_OFFSET)
+    return None if first is None else {FIRST_FORMAT: first}
+
+
+def behind(written: dict[str, int], held: dict[str, int]) -> bool:
+    """Whether ``written`` lags ``held`` on some source topic (an offset it lacks counts as lagging)."""
+    return any(written.get(topic, -1) < offset for topic, offset in held.items())
 
 
 def fenced_table(app: faust.App, name: str, *, partitions: int) -> FencedTable:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import urllib.request
 import uuid
 from collections import Counter
@@ -18,7 +19,7 @@ import pytest
 
 from schemas.deadletter import DeadLetter
 from streamapp.rules.order_count import action_id
-from tests.harness.kafka import produce
+from tests.harness.kafka import produce, read_all
 from tests.harness.pipeline import Pipeline, now, pipeline_settings
 from tests.harness.services import Worker
 from tests.harness.settings import settings_env
@@ -144,6 +145,29 @@ def test_wrongly_keyed_events_still_count_per_customer(pipeline: Pipeline) -> No
         pipeline.pay(s, "c1", order, key=key)
     pipeline.drain()
     assert fired(pipeline, s) == Counter({("Alert at 3", "c1", 3): 1})
+
+
+def test_a_payment_keyed_by_its_customer_skips_the_re_key_hop_and_its_mis_keyed_copy_does_not_count_again(
+    pipeline: Pipeline,
+) -> None:
+    s = shop()
+    pipeline.add_rule(s, "Alert at 2", 2, "alert")
+    first = pipeline.pay(s, "c1", "o1")  # keyed <shop_id>:<customer_id>: counted where it arrives
+    pipeline.drain()
+    pipeline.pay(s, "c1", "o1", event_id=first, key=b"c1")  # the same event mis-keyed: through the hop
+    pipeline.pay(s, "c1", "o2", key=b"c1")  # the customer's second order, through the hop
+    pipeline.drain()
+    assert fired(pipeline, s) == Counter({("Alert at 2", "c1", 2): 1})
+    hopped = [
+        json.loads(r.value or b"")["event"]
+        for r in asyncio.run(read_all(pipeline.bootstrap, pipeline.internal))
+        if r.key == f"{s}:c1".encode()
+    ]
+    assert [(e["event_id"], e["order_id"]) for e in hopped] == [(first, "o1"), (hopped[1]["event_id"], "o2")]
+    with urllib.request.urlopen(pipeline.workers[0].base_url + "/metrics", timeout=5) as response:
+        samples = response.read().decode().splitlines()
+    rekeyed = next(line for line in samples if line.startswith("streamapp_payments_rekeyed_total "))
+    assert float(rekeyed.split()[1]) >= 2
 
 
 def test_bad_input_is_dead_lettered_with_reason_and_bytes_and_the_stream_goes_on(pipeline: Pipeline) -> None:

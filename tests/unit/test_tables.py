@@ -10,7 +10,7 @@ import faust
 import pytest
 from faust import streams
 
-from streamapp.tables import SOURCE_OFFSET, FencedTable, fenced_table, fresh_changes
+from streamapp.tables import SOURCE_OFFSET, SOURCES, FencedTable, fenced_table, fresh_changes
 
 
 def change(key: str, value: Any, partition: int = 0) -> Any:
@@ -62,11 +62,21 @@ def test_each_key_is_fenced_on_its_own() -> None:
 class _Event:
     """The event being processed (weakly referenced by faust's current_event)."""
 
-    def __init__(self, offset: int) -> None:
-        self.message = SimpleNamespace(offset=offset, partition=0, topic="t")
+    def __init__(self, offset: int, topic: str = "t") -> None:
+        self.message = SimpleNamespace(offset=offset, partition=0, topic=topic)
 
 
-def test_a_write_is_stamped_with_the_offset_of_the_message_being_processed(table: FencedTable) -> None:
+def _write(table: FencedTable, key: str, value: dict[str, Any], event: _Event) -> None:
+    token = streams._current_event.set(weakref.ref(event))
+    try:
+        table[key] = value
+    finally:
+        streams._current_event.reset(token)
+
+
+@pytest.fixture
+def sent(table: FencedTable) -> list[Any]:
+    """What ``table`` sends to its changelog."""
     sent: list[Any] = []
 
     def send_changelog(partition: int | None, key: Any, value: Any, *args: Any) -> Any:
@@ -75,14 +85,50 @@ def test_a_write_is_stamped_with_the_offset_of_the_message_being_processed(table
 
     table.send_changelog = send_changelog  # type: ignore[method-assign]
     table.partition_for_key = lambda key: 0  # type: ignore[method-assign]
-    event = _Event(77)
-    token = streams._current_event.set(weakref.ref(event))
-    try:
-        table["c1"] = {"count": 1}
-    finally:
-        streams._current_event.reset(token)
-    assert table.data["c1"] == {"count": 1, SOURCE_OFFSET: 77}
-    assert sent == [("c1", {"count": 1, SOURCE_OFFSET: 77})]
+    return sent
+
+
+def test_a_write_is_stamped_with_the_offset_of_the_message_being_processed(table: FencedTable, sent: list[Any]) -> None:
+    _write(table, "c1", {"count": 1}, _Event(77))
+    assert table.data["c1"] == {"count": 1, SOURCES: {"t": 77}}
+    assert sent == [("c1", {"count": 1, SOURCES: {"t": 77}})]
+
+
+def test_a_write_keeps_the_offsets_of_the_other_source_topics(table: FencedTable, sent: list[Any]) -> None:
+    _write(table, "c1", {"count": 1}, _Event(5, "payments"))
+    _write(table, "c1", {"count": 2}, _Event(3, "hop"))
+    _write(table, "c1", {"count": 3}, _Event(9, "payments"))
+    stamps = [value[SOURCES] for _, value in sent]
+    assert stamps == [{"payments": 5}, {"payments": 5, "hop": 3}, {"payments": 9, "hop": 3}]
+
+
+def test_a_first_format_value_keeps_its_offset_as_a_topic_of_its_own(table: FencedTable, sent: list[Any]) -> None:
+    table.data["c1"] = {"count": 4, SOURCE_OFFSET: 40}
+    _write(table, "c1", {"count": 5, SOURCE_OFFSET: 40}, _Event(7, "payments"))
+    assert table.data["c1"] == {"count": 5, SOURCES: {"": 40, "payments": 7}}
+    # ...so a zombie still writing the first format from an offset before 40 stays fenced out.
+    fresh, stale = fresh_changes([change("c1", {"count": 3, SOURCE_OFFSET: 39})], table.data.get)
+    assert fresh == [] and stale == 1
+
+
+def test_a_key_written_from_two_topics_is_fenced_on_both() -> None:
+    # The new owner counted through payments (offset 20) and then the hop (offset 8); a zombie that
+    # held the value of payments@20 alone writes from payments@21: it is behind on the hop.
+    owner = {"count": 6, SOURCES: {"payments": 20, "hop": 8}}
+    zombie = {"count": 6, SOURCES: {"payments": 21}}
+    fresh, stale = fresh_changes([change("c1", owner), change("c1", zombie)], {}.get)
+    assert [e.value for e in fresh] == [owner] and stale == 1
+    # The owner's own later write, ahead on one topic and level on the other, applies.
+    later = {"count": 7, SOURCES: {"payments": 21, "hop": 8}}
+    fresh, stale = fresh_changes([change("c1", later)], {"c1": owner}.get)
+    assert fresh and stale == 0
+
+
+def test_a_deleted_key_stays_fenced_within_the_batch() -> None:
+    held = {"i1": {SOURCES: {"t": 50}}}
+    batch = [change("i1", None), change("i1", {SOURCES: {"t": 10}}), change("i1", {SOURCES: {"t": 60}})]
+    fresh, stale = fresh_changes(batch, held.get)
+    assert [e.value for e in fresh] == [None, {SOURCES: {"t": 60}}] and stale == 1
 
 
 def test_a_write_outside_a_message_is_refused(table: FencedTable) -> None:
