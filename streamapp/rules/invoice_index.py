@@ -48,6 +48,7 @@ class DueIndex:
         self._schedules: dict[str, ShopSchedule] = {}  # shop -> what its open invoices' moments were computed with
         self._fired: dict[str, set[str]] = {}  # tick id -> open invoices it fired a step of
         self._ticks_of: dict[str, set[str]] = {}
+        self._building = False
 
     @classmethod
     def build(
@@ -55,10 +56,15 @@ class DueIndex:
     ) -> dict[int, DueIndex]:
         """The index of each of ``partitions``, from the table's (key, state) pairs: one pass."""
         indexes = {partition: cls(retention) for partition in partitions}
+        for index in indexes.values():
+            index._building = True  # the heap is made once at the end: linear, not n log n
         for key, state in states:
             partition = state.get("partition") if isinstance(state, Mapping) else None
             if isinstance(partition, int) and partition in indexes:
                 indexes[partition].put(key, state, schedule_of)
+        for index in indexes.values():
+            index._building = False
+            index._heapify()
         return indexes
 
     def __len__(self) -> int:
@@ -127,7 +133,12 @@ class DueIndex:
 
     def _set_moment(self, key: str, moment: datetime) -> None:
         self._at[key] = moment
+        if self._building:
+            return
         heapq.heappush(self._heap, (moment, key))
         if len(self._heap) > 2 * len(self._at) + 1024:  # drop the entries of moments replaced since
-            self._heap = [(at, key) for key, at in self._at.items()]
-            heapq.heapify(self._heap)
+            self._heapify()
+
+    def _heapify(self) -> None:
+        self._heap = [(at, key) for key, at in self._at.items()]
+        heapq.heapify(self._heap)
