@@ -80,6 +80,13 @@ class Settings(BaseSettings):
         "external: something else sends the ticks (tests drive a controlled clock).",
     )
     tick_seconds: float = Field(60.0, gt=0, le=3600, description="How often the wall clock ticks.")
+    invoice_retention_days: int = Field(
+        180,
+        ge=1,
+        le=36500,
+        description="How long a paid or voided invoice is kept (counted from the event that closed it) "
+        "before a tick removes it; late events for it are ignored from then on.",
+    )
     toast_ttl_seconds: int = Field(600, ge=1, le=86400, description="How long a toast shows after its event.")
     allow_unverified_faust: bool = Field(
         False,

@@ -24,6 +24,13 @@ replay's content is what the newer value already holds. A partition's input offs
 only grow: reset the app's internal topics and its changelogs together (``faust reset``).
 A value of the first format carries one offset (:data:`SOURCE_OFFSET`, of the table's one
 source topic then); it is fenced as the offsets of a topic of its own, which later writes keep.
+
+Removing a key (``del table[key]``, while processing a message like a write) sends a tombstone,
+which a restore always applies. A tombstone carries no offsets, so the fence of a removed key is
+gone once the restore has passed it: a zombie's write after the tombstone, restored in a later
+chunk, brings the key back. A table that removes keys must tolerate that (the invoices table does:
+a resurrected closed invoice is removed again by the next tick; an open one would take a zombie
+frozen for the whole retention).
 """
 
 from __future__ import annotations
@@ -60,6 +67,12 @@ class FencedTable(faust.Table):  # type: ignore[type-arg]  # faust is untyped
         stamped = {**value, SOURCES: sources}
         stamped.pop(SOURCE_OFFSET, None)
         super().__setitem__(key, stamped)
+
+    def __delitem__(self, key: Any) -> None:
+        """Remove ``key``: a tombstone on the changelog (a restore applies it, see :func:`fresh_changes`)."""
+        if current_event() is None:
+            raise RuntimeError(f"table {self.name}: keys are removed while processing a message")
+        super().__delitem__(key)
 
     def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
         fresh, stale = fresh_changes(batch, self.data.get, self._to_key)

@@ -38,9 +38,12 @@ class ConfigStore:
 
     def __init__(self) -> None:
         self._by_shop: dict[str, dict[str, Record]] = defaultdict(dict)
+        #: Grows with every record applied: what was derived from an older version may be stale.
+        self.version = 0
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         """Apply one record of the log (a null value deletes its key). Bad records are skipped, logged."""
+        self.version += 1
         if key is None:
             logger.error("shop-config record without a key skipped")
             return

@@ -6,6 +6,7 @@ the test says what time it is by sending ticks. Each test has its own shop.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections import Counter
@@ -19,7 +20,9 @@ import pytest
 
 from schemas.config import CatalogToggle, ShopAdmin, ShopProfile
 from streamapp.rules import automation
+from streamapp.topics import INVOICES_CHANGELOG, topic_name
 from tests.harness.cli import Cli
+from tests.harness.kafka import read_all
 from tests.harness.pipeline import Pipeline, now, pipeline_settings
 from tests.harness.services import Worker
 from tests.harness.settings import command_env, settings_env
@@ -211,3 +214,54 @@ def test_the_forecast_lists_what_will_fire(line: Pipeline, tmp_path: Path, zygot
         ("2027-06-16", "invoice_overdue_email", "INV-2031", "Ann"),
     ]
     assert cli.ok("invoices", "upcoming", "--shop", shop) == f"shop {shop} has no reminders due in the next 7 days\n"
+
+
+def changelog(line: Pipeline, prefix: str) -> list[tuple[str, dict[str, Any] | None]]:
+    """(key, value) of every record of the invoices table's changelog whose key starts with ``prefix``
+    (None: a tombstone), oldest first on each partition."""
+    records = asyncio.run(read_all(line.bootstrap, topic_name(line.settings, INVOICES_CHANGELOG)))
+    found = [(json.loads(r.key), None if r.value is None else json.loads(r.value)) for r in records if r.key]
+    return [(key, value) for key, value in found if key.startswith(prefix)]
+
+
+def test_a_closed_invoice_is_removed_after_its_retention_and_its_late_events_bring_nothing_back(
+    line: Pipeline, tmp_path: Path
+) -> None:
+    shop = new_shop(line)
+    key = f"{shop}:inv-8"
+    sent = invoice_event("invoice.sent", shop, "inv-8")
+    paid = invoice_event("invoice.paid", shop, "inv-8")
+    line.send_event(sent)
+    line.send_event(paid)
+    line.drain()
+    closed = datetime.fromisoformat(paid["occurred_at"])
+    line.tick(closed + timedelta(days=180) - timedelta(minutes=1))  # the default retention: 180 days
+    line.drain()
+    [*_, (_, kept)] = changelog(line, key)
+    assert kept is not None and kept["status"] == "paid" and kept["closed_at"] == closed.isoformat()
+
+    line.tick(closed + timedelta(days=180))
+    line.drain()
+    [*_, (_, last)] = changelog(line, key)
+    assert last is None, "removed: a tombstone on the changelog"
+    [(_, mark)] = changelog(line, f"{shop}:~removed/")
+    assert mark is not None and mark["removed_through"] == closed.isoformat()
+    written = len(changelog(line, key))
+
+    old = line.workers.pop()
+    old.stop()
+    line.workers.append(start_worker(line, tmp_path / "worker-after-removal.log"))
+    # Late: the invoice's own events again, long after it was paid (a producer's redelivery, a replay).
+    line.send_event(sent)
+    line.send_event(paid)
+    line.send_event(invoice_event("invoice.voided", shop, "inv-8", occurred_at=closed.isoformat()))
+    line.drain()
+    tick_through(line, [DUE + timedelta(days=n) for n in (1, 30, 90)])
+    assert fired(line, shop) == Counter(), "the overdue email and the 90-day alert (on by default) did not start"
+    assert len(changelog(line, key)) == written, "nothing re-created, and the restored worker held nothing to remove"
+
+    # An invoice of the shop sent after that one closed is a new invoice, as ever.
+    line.send_event(invoice_event("invoice.sent", shop, "inv-9"))
+    line.drain()
+    tick_through(line, [DUE + timedelta(days=91)])
+    assert fired(line, shop) == Counter({"invoice_overdue_email": 1, "invoice_90day_admin_alert": 1})

@@ -79,7 +79,7 @@ def sent(table: FencedTable) -> list[Any]:
     """What ``table`` sends to its changelog."""
     sent: list[Any] = []
 
-    def send_changelog(partition: int | None, key: Any, value: Any, *args: Any) -> Any:
+    def send_changelog(partition: int | None, key: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
         sent.append((key, value))
         return SimpleNamespace(message=SimpleNamespace(partition=0))
 
@@ -134,3 +134,36 @@ def test_a_deleted_key_stays_fenced_within_the_batch() -> None:
 def test_a_write_outside_a_message_is_refused(table: FencedTable) -> None:
     with pytest.raises(RuntimeError, match="while processing a message"):
         table["c1"] = {"count": 1}
+
+
+def _delete(table: FencedTable, key: str, event: _Event) -> None:
+    token = streams._current_event.set(weakref.ref(event))
+    try:
+        del table[key]
+    finally:
+        streams._current_event.reset(token)
+
+
+def test_a_removal_sends_a_tombstone(table: FencedTable, sent: list[Any]) -> None:
+    _write(table, "i1", {"status": "paid"}, _Event(5))
+    _delete(table, "i1", _Event(9))
+    assert "i1" not in table.data
+    assert sent[-1] == ("i1", None)
+
+
+def test_a_removal_outside_a_message_is_refused(table: FencedTable) -> None:
+    table.data["i1"] = {"status": "paid", SOURCES: {"t": 5}}
+    with pytest.raises(RuntimeError, match="while processing a message"):
+        del table["i1"]
+    assert "i1" in table.data
+
+
+def test_a_restore_removes_a_key_at_its_tombstone_and_keeps_a_later_value(table: FencedTable) -> None:
+    table.apply_changelog_batch([change("i1", {SOURCES: {"t": 5}}), change("i1", None)])
+    assert "i1" not in table.data
+    table.apply_changelog_batch(
+        [change("i2", {SOURCES: {"t": 5}}), change("i2", None), change("i2", {SOURCES: {"t": 20}})]
+    )
+    assert table.data["i2"] == {SOURCES: {"t": 20}}
+    table.apply_changelog_batch([change("i2", None)])  # a tombstone in a later chunk of the restore
+    assert "i2" not in table.data
