@@ -2,12 +2,12 @@
 `python bench/profile_worker.py [--events N] [--out DIR]`. A measurement, not a test.
 
 The same backlog as bench/pipeline.py's variant (a) (N payments, alert rules at 1..10, one action
-per payment), one worker subprocess; from its first ``/readyz`` 200 until N actions are out,
-``py-spy record --pid`` samples it (idle threads excluded, so samples are CPU time) into
-``DIR/worker.raw`` (collapsed stacks; ``py-spy`` must be on PATH or beside this python:
-``.venv/bin/pip install py-spy``). Then every sample is put in one bucket (see :func:`bucket`),
-and the buckets, the worker's CPU seconds per event (from /proc) and the top leaf functions
-are printed.
+per payment), one counting worker subprocess (``streamapp worker --role counting``); from its
+first ``/readyz`` 200 until N actions are out, ``py-spy record --pid`` samples it (idle threads
+excluded, so samples are CPU time) into ``DIR/worker.raw`` (collapsed stacks; ``py-spy`` must be on
+PATH or beside this python: ``.venv/bin/pip install py-spy``). Then every sample is put in one
+bucket (see :func:`bucket`), and the buckets, the worker's CPU seconds per event (from /proc) and
+the top leaf functions are printed.
 """
 
 from __future__ import annotations
@@ -181,7 +181,8 @@ async def profile(bootstrap: str, database_url: str, args: argparse.Namespace, w
     }
     counter = ActionCounter(settings)
     reader = asyncio.create_task(counter.run())
-    argv = [sys.executable, "-m", "faust", "-A", "streamapp.app", "worker", "-l", "warn"]
+    # The counting worker alone, started as production starts it (no sinks: nothing reads actions).
+    argv = [sys.executable, "-m", "streamapp", "worker", "--role", "counting"]
     worker = ChildProcess("worker", argv, log_path=workdir / "worker.log", cwd=REPO_ROOT, env=env)
     spy: subprocess.Popen[bytes] | None = None
 

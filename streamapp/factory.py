@@ -14,6 +14,18 @@ from streamapp.errors import ConfigurationError
 from streamapp.settings import Settings
 from streamapp.web import install_health_views
 
+#: The agent modules a worker of each role runs (see ``Settings.role``).
+ROLE_AGENTS: dict[str, list[str]] = {
+    "all": ["agents"],
+    "counting": ["agents.orders", "agents.job_status", "agents.payments", "agents.invoices"],
+    "sinks": ["agents.actions"],
+}
+
+
+def group_id(settings: Settings) -> str:
+    """The Faust app id, so the consumer group, of a worker of ``settings.role``."""
+    return f"{settings.app_id}-sinks" if settings.role == "sinks" else settings.app_id
+
 
 def broker_urls(bootstrap_servers: str) -> list[str]:
     """``host:port,host:port`` as Faust broker URLs."""
@@ -38,6 +50,8 @@ def create_app(
     - ``memory://`` table store: tables live in memory and are rebuilt from their
       compacted changelog topics on every start and rebalance.
     - ``earliest`` offset reset: events produced before a group's first start count.
+    - the agents of ``settings.role`` only (:data:`ROLE_AGENTS`); a sinks worker is its own
+      consumer group (:func:`group_id`), so the actions it performs never wait behind counting.
     - the producer sends messages up to ``DEAD_LETTER_MAX_BYTES``: a dead letter carries the
       rejected message in base64, so it can be larger than any input (the ``dead-letters``
       topic accepts that much; other topics keep the broker's limit).
@@ -47,7 +61,7 @@ def create_app(
     """
     faust_fixes.apply(allow_unverified=settings.allow_unverified_faust)
     app = faust.App(
-        settings.app_id,
+        group_id(settings),
         broker=broker_urls(settings.kafka_bootstrap_servers or "127.0.0.1:9092"),
         store="memory://",
         processing_guarantee="at_least_once",
@@ -63,7 +77,7 @@ def create_app(
         web_host=settings.web_host,
         web_bind=settings.web_host,
         web_port=settings.web_port,
-        autodiscover=["agents"] if autodiscover else False,
+        autodiscover=ROLE_AGENTS[settings.role] if autodiscover else False,
     )
     install_health_views(app, ready_checks)
     # One registry per app: two apps in one process must not collide on metric names.

@@ -87,6 +87,13 @@ class Settings(BaseSettings):
         description="How long a paid or voided invoice is kept (counted from the event that closed it) "
         "before a tick removes it; late events for it are ignored from then on.",
     )
+    role: Literal["all", "counting", "sinks"] = Field(
+        "all",
+        description="What a worker runs. all: every agent, in consumer group <app_id>. counting: the agents of "
+        "orders, job-status, payments and invoices (decisions, tables; no database), in group <app_id>. "
+        "sinks: the actions agent alone (email, SMS, payment links, PostgreSQL), in group <app_id>-sinks. "
+        "Run counting and sinks workers side by side, each scaled on its own; not next to an all worker.",
+    )
     toast_ttl_seconds: int = Field(600, ge=1, le=86400, description="How long a toast shows after its event.")
     allow_unverified_faust: bool = Field(
         False,

@@ -11,12 +11,17 @@ paused on some workers (faust-streaming #283), so this is a plain aiokafka consu
 record produced before time W has been applied. An event is judged against the
 configuration as of its occurrence: the agent waits (bounded) until W passes the
 event's ``occurred_at`` — so a rule created just before a payment is seen by it,
-on any worker, without relying on luck.
+on any worker, without relying on luck. Rounds run every :data:`_POLL_MS`, and at once when
+an event waits for one: a live event then waits one round, not the rest of the poll interval.
+A round asks the end offsets through a consumer of its own that never fetches: a broker answers
+a connection's requests in order, so on the follower's connection the request would queue behind
+the long-polling fetch (up to ``fetch_max_wait_ms``, 500 ms) whenever no configuration changes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import datetime
@@ -47,6 +52,8 @@ class ConfigFollower:
         #: Every record produced before this wall-clock time (epoch seconds) is applied.
         self.watermark = 0.0
         self._advanced = asyncio.Event()
+        #: Set by a waiter: start the next round now.
+        self._wanted = asyncio.Event()
         self.caught_up = asyncio.Event()
 
     async def run(self) -> None:
@@ -59,13 +66,18 @@ class ConfigFollower:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
+        offsets = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=None, enable_auto_commit=False
+        )
         try:
             await consumer.start()
+            await offsets.start()
             if self.topic not in await consumer.topics():
                 raise ConfigurationError(f"topic {self.topic} does not exist; run `streamapp topics create`")
             while True:
-                await self._round(consumer)
+                await self._round(consumer, offsets)
         finally:
+            await offsets.stop()
             await consumer.stop()
 
     def _apply(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
@@ -73,13 +85,14 @@ class ConfigFollower:
             for record in records:
                 self.store.apply(record.key, record.value)
 
-    async def _round(self, consumer: AIOKafkaConsumer) -> None:
+    async def _round(self, consumer: AIOKafkaConsumer, offsets: AIOKafkaConsumer) -> None:
+        self._wanted.clear()
         started = time.time()
         partitions = consumer.assignment()
         if not partitions:  # metadata not there yet
             self._apply(await consumer.getmany(timeout_ms=_POLL_MS))
             return
-        ends = await consumer.end_offsets(list(partitions))
+        ends = await offsets.end_offsets(list(partitions))
         while await _behind(consumer, ends):
             self._apply(await consumer.getmany(timeout_ms=_POLL_MS))
         self.watermark = started
@@ -88,7 +101,8 @@ class ConfigFollower:
             self.caught_up.set()
         self._advanced.set()
         self._advanced.clear()
-        await asyncio.sleep(_POLL_MS / 1000)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wanted.wait(), _POLL_MS / 1000)
 
     async def wait_until(self, moment: datetime, timeout: float) -> bool:
         """Wait until the configuration is applied up to ``moment`` (or now, if that is later
@@ -96,6 +110,7 @@ class ConfigFollower:
         target = min(moment.timestamp(), time.time())
         deadline = time.monotonic() + timeout
         while self.watermark < target:
+            self._wanted.set()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False

@@ -42,7 +42,7 @@ from streamapp.embedded.process import ChildProcess, free_port
 from streamapp.embedded.stack import EmbeddedStack, service_env
 from streamapp.embedded.twilio import EmbeddedTwilio, ensure_prism
 from streamapp.errors import ConfigurationError, StreamappError
-from streamapp.settings import Settings
+from streamapp.settings import Settings, get_settings
 from streamapp.topics import ensure_topics
 
 logger = logging.getLogger("streamapp")
@@ -191,16 +191,27 @@ def services() -> None:
 
 
 @cli.command()
-def worker() -> None:
+@click.option(
+    "--role",
+    type=click.Choice(["all", "counting", "sinks"]),
+    help="What this worker runs (default: STREAMAPP_ROLE, else all): every agent; the deciding agents "
+    "(no database); or the sinks alone, in consumer group <app_id>-sinks.",
+)
+def worker(role: str | None) -> None:
     """Run one worker against KAFKA_BOOTSTRAP_SERVERS (creates missing topics first)."""
+    if role is not None:
+        # The app is built from the environment when it is imported below.
+        os.environ["STREAMAPP_ROLE"] = role
+        get_settings.cache_clear()
     settings = common.settings()
     common.require_kafka(settings)
-    common.require_database(settings)
-    if settings.secret_key is None:
-        # SMS actions would wait (never lost) until a worker with the key performs them.
-        logger.warning("STREAMAPP_SECRET_KEY is not set: this worker cannot send SMS for shops with Twilio")
-    else:
-        crypto.check_key(settings)  # a malformed key fails now, not at the first SMS
+    if settings.role != "counting":  # a counting worker performs no action: no database, no provider keys
+        common.require_database(settings)
+        if settings.secret_key is None:
+            # SMS actions would wait (never lost) until a worker with the key performs them.
+            logger.warning("STREAMAPP_SECRET_KEY is not set: this worker cannot send SMS for shops with Twilio")
+        else:
+            crypto.check_key(settings)  # a malformed key fails now, not at the first SMS
     asyncio.run(_ensure_topics(settings))
     # Imported here: building the app reads the environment, which must be validated first.
     from streamapp.app import app  # noqa: PLC0415

@@ -50,6 +50,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "STREAMAPP_CLOCK": settings.clock,
         "STREAMAPP_TICK_SECONDS": str(settings.tick_seconds),
         "STREAMAPP_PROVIDER_TIMEOUT_SECONDS": str(settings.provider_timeout_seconds),
+        "STREAMAPP_ROLE": settings.role,
     }
     if settings.database_url is not None:
         env["DATABASE_URL"] = settings.database_url.get_secret_value()
