@@ -1,9 +1,9 @@
 """Workarounds for faust-streaming bugs that lose messages; applied once by the app factory.
 
-All seven concern how a worker (re)starts consuming its stream partitions after a
-rebalance. The first three were found by ``tests/integration/test_worker_crash.py``: a
-worker replacing a SIGKILLed one skipped a dozen actions per partition. Faust's
-consumer advances its ``_read_offset`` for a message even when it did not deliver
+The first seven concern how a worker (re)starts consuming its stream partitions after a
+rebalance; the eighth, how a crashed worker stops. The first three were found by
+``tests/integration/test_worker_crash.py``: a worker replacing a SIGKILLed one skipped a dozen
+actions per partition. Faust's consumer advances its ``_read_offset`` for a message even when it did not deliver
 it (flow suspended), and then drops any re-fetched message below that offset
 ("DROPPED MESSAGE ROFF", logged only at dev level). Related upstream reports:
 faust-streaming #216 and #221, whose fixes do not cover these paths.
@@ -120,6 +120,16 @@ worker stopped.
 
 The fix: a partition without a valid position is skipped by that check (there is nothing to
 verify yet: nothing has been fetched for it); every other partition is checked as before.
+
+**8. A crashed worker hangs in its last commit instead of exiting.**
+``App.crash`` marks every service crashed, the consumer thread included, which then ends its event
+loop (aiokafka leaves the group). ``App.stop`` meanwhile commits (``Consumer.wait_empty`` ->
+``AIOKafkaConsumerThread.commit``), a call queued to that thread: if it ended first, nothing
+answers, and the worker hangs after "Wait for streams..." until killed. The actions agent crashes
+the app on purpose when a sink raises a bug; ``test_an_action_that_crashes_its_sink_...`` hung
+so in 2 of 12 runs on a loaded machine (a stack dump: main thread idle, no consumer thread left).
+The fix: once the consumer thread has crashed, a commit is skipped (logged), not queued. Nothing
+is lost: the next owner reprocesses from the last commit, and the sinks drop the duplicates.
 
 **The guard.** Each fix wraps a method and relies on what that method and its neighbours do
 inside, so it holds only for the versions it was verified with. ``apply()`` refuses to start
@@ -388,6 +398,23 @@ def skip_event_path_checks_of_partitions_without_a_position() -> None:
     _patch(AIOKafkaConsumerThread, "verify_event_path", wrap, what, "(self, now, tp)")
 
 
+def skip_commits_of_a_crashed_consumer_thread() -> None:
+    """Make ``AIOKafkaConsumerThread.commit`` return False, without queueing the call to the consumer
+    thread, once that thread's service has crashed (idempotent): see fix 8."""
+
+    def wrap(original: _Method) -> _Method:
+        async def commit(self: AIOKafkaConsumerThread, offsets: Any) -> bool:
+            if self._crashed.is_set():
+                logger.warning("commit of %d partition(s) skipped: the consumer thread crashed", len(offsets))
+                return False
+            return bool(await original(self, offsets))
+
+        return commit
+
+    what = "commits skipped once the consumer thread crashed"
+    _patch(AIOKafkaConsumerThread, "commit", wrap, what, "async (self, offsets)")
+
+
 def _assignment(subscriptions: Any) -> Any:
     subscription = subscriptions.subscription
     return None if subscription is None else subscription.assignment
@@ -419,3 +446,4 @@ def apply(*, allow_unverified: bool = False) -> None:
     restart_recovery_passes_outlived_by_a_rebalance()
     put_back_fetches_that_outlived_their_assignment()
     skip_event_path_checks_of_partitions_without_a_position()
+    skip_commits_of_a_crashed_consumer_thread()
