@@ -361,7 +361,7 @@ class Bench:
             "changelog_records": len(counted),
             "payload_bytes_per_payment": round(sum(len(r.key) + len(r.value) for r in counted) / a.payments, 1),
             "log_bytes_per_payment": round((log_bytes(self.kafka, self.counts_log) - disk0) / a.payments, 1),
-            "invoice_payload_bytes": round(sum(len(r.key) + len(r.value) for r in invoiced) / len(invoiced), 1),
+            "invoice_payload_bytes": round(sum(len(r.key) + len(r.value) for r in invoiced) / max(len(invoiced), 1), 1),
             "format_checked": checked,
             "format_mismatches": len(mismatched),
         }
