@@ -1,19 +1,21 @@
 """Consumes ``payments``: Order Count Events.
 
-Two agents, each ``concurrency=1`` because each updates a table or emits
-messages (faust-streaming #606: with more, a commit can pass an in-flight message):
+Two consumers, each alone on its input, because each updates a table or emits messages
+(faust-streaming #606: with more, a commit can pass an in-flight message):
 
-1. ``route_payments`` decodes each message. Bad input goes to ``dead-letters``
-   with the reason and the original bytes. A valid ``payment.succeeded`` keyed by its
-   customer (``<shop_id>:<customer_id>``, the topic contract) on the partition the default
-   partitioner gives that key is counted right here: its partition is the customer's partition
-   of the ``order-counts`` table. Any other ``payment.succeeded`` (keyed otherwise, or placed by
+1. ``route_payments`` takes ``payments`` a batch at a time, below Faust's streams
+   (:mod:`streamapp.batches`: every message is acked only once the broker has confirmed all
+   the batch's records). It decodes each message; bad input goes to ``dead-letters`` with the
+   reason and the original bytes. A valid ``payment.succeeded`` keyed by its customer
+   (``<shop_id>:<customer_id>``, the topic contract) on the partition the default partitioner
+   gives that key is counted right here: its partition is the customer's partition of the
+   ``order-counts`` table. Any other ``payment.succeeded`` (keyed otherwise, or placed by
    another partitioner) is re-keyed by customer onto the internal
    ``<app_id>-payments-by-customer`` topic and counted from there, and counted in
    ``streamapp_payments_rekeyed``. ``invoice.sent`` and ``invoice.paid`` go to the automation
    catalog (``judge_catalog_event``), and every invoice event is re-keyed by invoice onto
    ``<app_id>-invoices`` (``agents/invoices.py``).
-2. ``count_orders`` counts the re-keyed payments.
+2. ``count_orders``, a Faust agent, counts the re-keyed payments.
 
 Both count a customer's distinct paid orders in the changelog-backed ``order-counts`` table
 (its values fenced on both source topics: :mod:`streamapp.tables`) and publish the actions of
@@ -38,8 +40,9 @@ from schemas.events import (
     PaymentSucceeded,
 )
 from schemas.internal import RoutedInvoice, RoutedPayment
-from streamapp.agent_steps import decode_or_dead_letter, judge_catalog_event, publish, wait_for_config
+from streamapp.agent_steps import action_record, decode_or_dead_letter, judge_catalog_event, publish, wait_for_config
 from streamapp.app import app, runtime
+from streamapp.batches import Effects, raw_channel, run_batches
 from streamapp.rules.invoice_schedule import invoice_key
 from streamapp.rules.order_count import apply_payment, customer_key, decide
 from streamapp.tables import fenced_table
@@ -64,15 +67,54 @@ topics = runtime.topics
 order_counts = fenced_table(app, "order-counts", partitions=runtime.settings.topic_partitions)
 
 
-@app.agent(topics.payments, concurrency=1)
-async def route_payments(stream: StreamT[bytes]) -> None:
-    async for event in stream.events():
-        found = await decode_or_dead_letter(event.message, _payments, PAYMENT_TYPES)
-        if found is not None:
-            await _route(event.message, *found)
+payments_in = raw_channel(app, topics.payments)
 
 
-async def _route(message: Message, event: PaymentsEventT, lineage: Lineage) -> None:
+@app.task  # type: ignore[untyped-decorator]
+async def route_payments() -> None:
+    """``payments``, a batch at a time (:mod:`streamapp.batches`: acked once its effects are confirmed)."""
+    await run_batches(app, payments_in, _route_batch)
+
+
+async def _route_batch(messages: list[Message], effects: Effects) -> None:
+    found = []
+    for message in messages:
+        decoded = await decode_or_dead_letter(message, _payments, PAYMENT_TYPES)
+        if decoded is not None:
+            found.append((message, *decoded))
+    if not found:
+        return
+    # One wait for the batch: shop-config as fresh as its latest event is as fresh as each event.
+    latest = max(found, key=lambda item: item[1].occurred_at)
+    await wait_for_config(latest[1].occurred_at, f"event_id={latest[1].event_id} (and the events before it)")
+    for message, event, lineage in found:
+        if isinstance(event, PaymentSucceeded) and _counted_here(message, event):
+            await _count_in_batch(message, event, lineage, effects)
+        else:
+            await _route(event, lineage)
+
+
+def _counted_here(message: Message, event: PaymentSucceeded) -> bool:
+    """Whether ``message`` is on its customer's partition of ``order-counts``: keyed by the customer
+    (the topic contract) on the partition the default partitioner gives that key."""
+    key = customer_key(event.shop_id, event.customer.customer_id).encode()
+    return message.key == key and message.partition == customer_partition(key, runtime.settings.topic_partitions)
+
+
+async def _count_in_batch(message: Message, event: PaymentSucceeded, lineage: Lineage, effects: Effects) -> None:
+    """:func:`_count`, with the table's changelog records and the actions added to the batch's ``effects``."""
+    counted = apply_payment(order_counts.data.get, event)
+    for key, state in counted.writes:
+        effects.add(order_counts.write(message, key, state))
+    if counted.count is None:
+        return
+    for action in decide(event, counted.count, runtime.shop_config.store.view(event.shop_id), lineage):
+        effects.add(action_record(action))
+
+
+async def _route(event: PaymentsEventT, lineage: Lineage) -> None:
+    """An event the batch does not count itself: an invoice event, a failed payment, a payment
+    that is not on its customer's partition (re-keyed)."""
     if isinstance(event, InvoiceSent | InvoicePaid):
         await judge_catalog_event(event, lineage)  # the catalog's invoice emails: no state needed
     if isinstance(event, InvoiceSent | InvoicePaid | InvoiceVoided | InvoiceDueDateChanged):
@@ -82,12 +124,9 @@ async def _route(message: Message, event: PaymentsEventT, lineage: Lineage) -> N
         return
     if not isinstance(event, PaymentSucceeded):
         return  # payment.failed: valid, and nothing counts on it
-    key = customer_key(event.shop_id, event.customer.customer_id).encode()
-    if message.key == key and message.partition == customer_partition(key, runtime.settings.topic_partitions):
-        await _count(event, lineage)
-        return
     runtime.metrics.payments_rekeyed.inc()
     routed = RoutedPayment(lineage=lineage, event=event)
+    key = customer_key(event.shop_id, event.customer.customer_id).encode()
     await topics.payments_by_customer.send(key=key, value=routed.model_dump_json().encode())
 
 

@@ -22,6 +22,7 @@ from schemas.actions import Action, Lineage
 from schemas.deadletter import DeadLetter, Reason
 from schemas.events import CatalogEvent
 from streamapp.app import runtime
+from streamapp.batches import Record
 from streamapp.decode import dead_letter, dead_letter_key, decode
 from streamapp.rules import automation
 from streamapp.sinks.deliveries import backoff
@@ -137,6 +138,12 @@ async def publish(action: Action) -> None:
     """Send ``action`` to ``actions``, keyed by its id, and count it by trigger and channel."""
     await runtime.topics.actions.send(key=action.action_id.encode(), value=action.model_dump_json().encode())
     runtime.metrics.actions.labels(action.trigger, action.effect.channel).inc()
+
+
+def action_record(action: Action) -> Record:
+    """:func:`publish` for a batch (:mod:`streamapp.batches`): the record to send, the action counted."""
+    runtime.metrics.actions.labels(action.trigger, action.effect.channel).inc()
+    return Record(runtime.topics.actions.get_topic_name(), action.action_id.encode(), action.model_dump_json().encode())
 
 
 async def judge_catalog_event(event: CatalogEvent, lineage: Lineage) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -130,15 +130,31 @@ def _too_deep(raw: Any) -> bool:
     return False
 
 
-def _leaves(item: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+def _first_unstorable(item: Any) -> tuple[str, str] | None:
+    """Where the first leaf of ``item`` that PostgreSQL or the UTC calendar cannot hold is (a dotted
+    path, ``value`` for ``item`` itself), and why; None if every leaf can be stored."""
+    found = _unstorable_below(item)
+    if found is None:
+        return None
+    parts, problem = found
+    return ".".join(reversed(parts)) or "value", problem
+
+
+def _unstorable_below(item: Any) -> tuple[list[str], str] | None:
+    # The path is built only for a leaf that fails, innermost part first: most events have none.
     if isinstance(item, dict):
-        for name, child in item.items():
-            yield from _leaves(child, f"{path}.{name}" if path else str(name))
+        children: Iterable[tuple[Any, Any]] = item.items()
     elif isinstance(item, list | tuple):
-        for index, child in enumerate(item):
-            yield from _leaves(child, f"{path}.{index}" if path else str(index))
+        children = enumerate(item)
     else:
-        yield path or "value", item
+        problem = _unstorable(item)
+        return None if problem is None else ([], problem)
+    for name, child in children:
+        found = _unstorable_below(child)
+        if found is not None:
+            found[0].append(str(name))
+            return found
+    return None
 
 
 def _unstorable(leaf: Any) -> str | None:
@@ -201,8 +217,8 @@ def decode(  # noqa: PLR0911 - one return per rejection reason
         # pydantic's own parser refuses what json.loads let through (a lone surrogate escape).
         unparsable = any(error["type"] == "json_invalid" for error in exc.errors())
         return reject("invalid_json" if unparsable else "invalid_event", f"{event_type}: {_describe(exc)}")
-    for where, leaf in _leaves(adapter.dump_python(event)):
-        problem = _unstorable(leaf)
-        if problem is not None:
-            return reject("invalid_event", f"{event_type}: {where[:200]}: {problem}")
+    unstorable = _first_unstorable(adapter.dump_python(event))
+    if unstorable is not None:
+        where, problem = unstorable
+        return reject("invalid_event", f"{event_type}: {where[:200]}: {problem}")
     return event

@@ -35,13 +35,16 @@ frozen for the whole retention).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from typing import Any
 
 import faust
 from faust import current_event
-from faust.types import EventT
+from faust.types import EventT, Message
+
+from streamapp.batches import Record
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +64,37 @@ class FencedTable(faust.Table):  # type: ignore[type-arg]  # faust is untyped
         event = current_event()
         if event is None:
             raise RuntimeError(f"table {self.name}: values are written while processing a message")
-        message = event.message
+        super().__setitem__(key, self._stamped(event.message, key, value))
+
+    def write(self, message: Message, key: Any, value: dict[str, Any]) -> Record:
+        """Set ``key`` as ``table[key] = value`` does while ``message`` is processed, but leave the
+        changelog record to the caller: it is returned, for a batch to send (:mod:`streamapp.batches`).
+
+        The record goes to the changelog partition of ``message``'s partition, which is the key's
+        (a table is co-partitioned with its inputs), serialized as Faust serializes the table's.
+        """
+        stamped = self._stamped(message, key, value)
+        self.data[key] = stamped
+        changelog = self.changelog_topic
+        return Record(
+            topic=changelog.get_topic_name(),
+            key=changelog.prepare_key(key, self.key_serializer)[0],
+            value=(
+                # What Faust's "json" codec writes for a dict of str and int, without its codec chain.
+                json.dumps(stamped, separators=(",", ":")).encode()
+                if self.value_serializer == "json"
+                else changelog.prepare_value(stamped, self.value_serializer)[0]
+            ),
+            partition=message.partition,
+            table=self,
+        )
+
+    def _stamped(self, message: Message, key: Any, value: dict[str, Any]) -> dict[str, Any]:
         sources = dict(stamp(self.data.get(key)) or {})
         sources[message.topic] = message.offset
         stamped = {**value, SOURCES: sources}
         stamped.pop(SOURCE_OFFSET, None)
-        super().__setitem__(key, stamped)
+        return stamped
 
     def __delitem__(self, key: Any) -> None:
         """Remove ``key``: a tombstone on the changelog (a restore applies it, see :func:`fresh_changes`)."""

@@ -172,8 +172,12 @@ class EmbeddedKafka(EmbeddedService):
     stop_signal = signal.SIGTERM
     stop_timeout = 15.0
 
-    def __init__(self, libs: Path, *, heap: str = "512m", keep_dir: bool = False) -> None:
+    def __init__(
+        self, libs: Path, *, heap: str = "512m", keep_dir: bool = False, overrides: dict[str, str] | None = None
+    ) -> None:
         self.libs = libs
+        #: Broker settings that replace :func:`server_properties`' (a benchmark's, say).
+        self.overrides = overrides or {}
         self.heap = heap
         self.keep_dir = keep_dir
         self.workdir = Path(tempfile.mkdtemp(prefix="streamapp-kafka-"))
@@ -200,7 +204,8 @@ class EmbeddedKafka(EmbeddedService):
         """Format storage, start the broker and wait for a metadata round trip."""
         started = time.monotonic()
         config = self.workdir / "server.properties"
-        _write_properties(config, server_properties(self.workdir / "data", self.broker_port, self.controller_port))
+        properties = server_properties(self.workdir / "data", self.broker_port, self.controller_port)
+        _write_properties(config, {**properties, **self.overrides})
         (self.workdir / "log4j2.properties").write_text(_LOG4J2)
         cluster_id = new_cluster_id()
         fmt = subprocess.run(  # noqa: S603
