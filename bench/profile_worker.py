@@ -237,6 +237,8 @@ def main() -> None:
     if args.summarise:
         print(summarise(args.summarise, args.events, args.cpu, args.top))
         return
+    if not Path(args.py_spy).exists():
+        parser.error(f"py-spy is not on PATH nor at {args.py_spy}: `{sys.executable} -m pip install py-spy`")
     args.out.mkdir(parents=True, exist_ok=True)
     env = Settings()
     kafka, postgres = None, None
