@@ -1,53 +1,48 @@
-"""Consumes ``actions``: one agent performs every effect through the sink of its channel
+"""Consumes ``actions``: one consumer performs every effect through the sink of its channel
 (email, SMS, admin notification, toast, Stripe payment link, ledger credit, dashboard alert).
 
-One agent, ``concurrency=1``, and no other stream on this topic: faust-streaming
-#606 commits past a message that is still in flight whenever acks arrive out of
-order, which is what several streams over one partition (more actors, or several
-agents on one topic) produce. A SIGKILLed worker then loses the in-flight actions
-for good; ``tests/integration/test_worker_crash.py`` caught exactly that with one
-agent per channel. In order, one at a time, the committed offset never passes an
-action that was not performed.
+A batch path (:mod:`streamapp.batches`), alone on this topic: a batch of actions is performed
+in partition order, and its messages are acked only once performed. A run of consecutive actions
+of one :class:`~streamapp.sinks.base.BatchSink` channel (alerts, credits) is one statement; any
+other action is performed alone. Order and one consumer matter: faust-streaming #606 commits past
+a message that is still in flight whenever acks arrive out of order, which several streams over
+one partition produce; a SIGKILLed worker then loses the in-flight actions for good
+(``tests/integration/test_worker_crash.py`` caught exactly that with one agent per channel).
 
 Nothing is dropped: a retryable failure (provider or database unreachable) is
 retried with capped backoff until it succeeds; the offset is not committed meanwhile.
 The price: while SMTP is down, credits and alerts behind an email wait too.
 
-Acks are manual (``stream.enable_acks = False``): an action is acked only once performed.
-Faust acks the event in flight whenever it closes a stream iterator that an agent abandoned
-(the agent crashed or was cancelled mid-action), and its next commit then passes an action
-that was never performed; ``tests/reliability/test_graceful_shutdown.py`` lost credits
-that way when a sink raised.
-
 Shutdown is bounded. Faust's stop waits, without limit, until every message a stream
 took is acked (``Consumer.wait_empty``), and ``perform`` retries forever: a worker told
-to stop while SMTP refused or hung never exited. Now, once the worker stops, the action
-in flight gets :data:`SHUTDOWN_GRACE` seconds to finish; after that it is cancelled and
-*handed back*: left unacked, so its offset is not committed and the partition's next
-owner performs it, and taken out of the set Faust waits for. An unexpected exception
-(a bug, a missing table) hands the action back the same way and stops the worker: going
-on past it would commit its offset with the next action's (faust-streaming #606: a
-commit passes a single unacked message at the head of the acked ones).
+to stop while SMTP refused or hung never exited. Now, once the worker stops, the delivery
+in flight gets :data:`SHUTDOWN_GRACE` seconds to finish; after that it is cancelled and its
+action *handed back* with the rest of the batch: left unacked, so their offsets are not
+committed and the partition's next owner performs them, and taken out of the set Faust waits
+for. An unexpected exception (a bug, a missing table) hands the batch back the same way and
+stops the worker: going on past it would commit its offset with the next action's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar, cast
 
 import asyncpg
-from faust import StreamT
-from faust.types import EventT, Message
+from faust.types import Message
 from pydantic import ValidationError
 
 from schemas.actions import Action
 from streamapp import queries
 from streamapp.agent_steps import reject_message
 from streamapp.app import app, runtime
+from streamapp.batches import Effects, raw_channel, run_batches
 from streamapp.db import durability_warnings
 from streamapp.errors import ConfigurationError, RetryableError
-from streamapp.sinks.base import Outcome, Sink
+from streamapp.sinks.base import BatchSink, Outcome, Sink
 from streamapp.sinks.deliveries import backoff
 from streamapp.sinks.registry import build_sinks
 
@@ -68,6 +63,8 @@ TRANSIENT = (
 SHUTDOWN_GRACE = 5.0
 #: How often a delivery past its grace is cancelled (a second apart) before it is handed back anyway.
 CANCEL_ROUNDS = 3
+
+_T = TypeVar("_T")
 
 settings = runtime.settings
 topics = runtime.topics
@@ -110,15 +107,50 @@ async def perform(sink: Sink, action: Action) -> Outcome:
             await asyncio.sleep(backoff(attempt))
 
 
+async def perform_many(sink: BatchSink, actions: list[Action]) -> list[Outcome]:
+    """:func:`perform` for a run of actions of one batch sink, in one statement."""
+    attempt = 0
+    while True:
+        try:
+            return await sink.deliver_many(actions)
+        except TRANSIENT as exc:
+            attempt += 1
+            metrics.deliveries.labels(sink.channel, "retry").inc()
+            logger.warning(
+                "%s: %d actions from action_id=%s not delivered (attempt %d), retrying: %s",
+                sink.channel,
+                len(actions),
+                actions[0].action_id,
+                attempt,
+                exc,
+            )
+            await asyncio.sleep(backoff(attempt))
+
+
 async def perform_unless_stopped(
     sink: Sink, action: Action, stopping: asyncio.Future[None], grace: float = SHUTDOWN_GRACE
 ) -> Outcome | None:
     """:func:`perform`, or None if ``stopping`` is done before it starts or ``grace`` seconds before
     it ends: then the delivery is cancelled (the sink records what it attempted) and the caller must
     hand the action back. Exceptions of the sink other than transient ones propagate."""
+    return await _unless_stopped(lambda: perform(sink, action), sink.channel, action.action_id, stopping, grace)
+
+
+async def perform_many_unless_stopped(
+    sink: BatchSink, actions: list[Action], stopping: asyncio.Future[None], grace: float = SHUTDOWN_GRACE
+) -> list[Outcome] | None:
+    """:func:`perform_unless_stopped` for a run of actions of one batch sink (:func:`perform_many`)."""
+    return await _unless_stopped(
+        lambda: perform_many(sink, actions), sink.channel, actions[0].action_id, stopping, grace
+    )
+
+
+async def _unless_stopped(
+    start: Callable[[], Awaitable[_T]], channel: str, action_id: str, stopping: asyncio.Future[None], grace: float
+) -> _T | None:
     if stopping.done():
         return None
-    work = asyncio.ensure_future(perform(sink, action))
+    work = asyncio.ensure_future(start())
     try:
         await asyncio.wait((work, stopping), return_when=asyncio.FIRST_COMPLETED)
         if not work.done():
@@ -136,74 +168,105 @@ async def perform_unless_stopped(
             work.cancel()
             await asyncio.wait((work,), timeout=1.0)
         if not work.done():
-            logger.error("%s action_id=%s: delivery still running after cancelling it", sink.channel, action.action_id)
+            logger.error("%s action_id=%s: delivery still running after cancelling it", channel, action_id)
 
 
-def _hand_back(message: Message) -> None:
-    """Leave ``message`` unacked, so its offset is never committed by this worker, and stop Faust's
-    shutdown from waiting for it (``Consumer.wait_empty`` waits for every unacked message)."""
-    app.consumer.unacked.discard(message)
-
-
-async def _handle(
-    event: EventT[bytes], sinks: Mapping[str, Sink], pool: asyncpg.Pool, stopping: asyncio.Future[None]
-) -> bool:
-    """Perform (or dead-letter) the action of ``event``; False if it must be handed back (stopping)."""
-    message = event.message
+def _parse(message: Message, sinks: Mapping[str, Sink]) -> Action | str:
+    """The action in ``message``, or why it is not one this worker can perform (for its dead letter)."""
     try:
         action = Action.model_validate_json(message.value or b"")
     except ValidationError as exc:
-        await reject_message(message, "invalid_event", f"not an action: {exc}")
-        return True
-    channel = action.effect.channel
-    if channel not in sinks:
-        await reject_message(message, "invalid_event", f"no sink for channel {channel!r} in this worker")
-        return True
-    outcome = await perform_unless_stopped(sinks[channel], action, stopping)
-    if outcome is None:
-        logger.warning(
-            "%s action_id=%s at %s@%s handed back: the worker is stopping",
-            channel,
-            action.action_id,
-            message.partition,
-            message.offset,
+        return f"not an action: {exc}"
+    if action.effect.channel not in sinks:
+        return f"no sink for channel {action.effect.channel!r} in this worker"
+    return action
+
+
+async def perform_batch(
+    sinks: Mapping[str, Sink],
+    pool: asyncpg.Pool,
+    stopping: asyncio.Future[None],
+    messages: list[Message],
+    effects: Effects,
+) -> int | None:
+    """Perform (or dead-letter) the actions of ``messages``, in order; None once all are done, or how
+    many were done before the worker began stopping (the rest are handed back).
+
+    A run of consecutive actions of a :class:`~streamapp.sinks.base.BatchSink`'s channel (alerts,
+    credits) is performed in one statement; every other action one at a time. An unexpected
+    exception is logged with the action it stopped at and propagates: the batch is handed back.
+    """
+    items = [(message, _parse(message, sinks)) for message in messages]
+    index = 0
+    try:
+        while index < len(items):
+            message, parsed = items[index]
+            if isinstance(parsed, str):
+                await reject_message(message, "invalid_event", parsed)
+                index += 1
+                continue
+            sink = sinks[parsed.effect.channel]
+            end = index + 1
+            if isinstance(sink, BatchSink):
+                while end < len(items) and _of_channel(items[end][1], sink.channel):
+                    end += 1
+            run = [(item_message, cast(Action, action)) for item_message, action in items[index:end]]
+            outcomes = await _perform_run(sink, [action for _, action in run], stopping)
+            if outcomes is None:
+                for item_message, action in run:
+                    logger.warning(
+                        "%s action_id=%s at %s@%s handed back: the worker is stopping",
+                        sink.channel,
+                        action.action_id,
+                        item_message.partition,
+                        item_message.offset,
+                    )
+                return index
+            for (item_message, action), outcome in zip(run, outcomes, strict=True):
+                await _done(sink, pool, item_message, action, outcome)
+            index = end
+    except Exception:
+        logger.exception(
+            "action at %s@%s handed back; stopping the worker", messages[index].partition, messages[index].offset
         )
-        return False
+        raise
+    return None
+
+
+def _of_channel(parsed: Action | str, channel: str) -> bool:
+    return not isinstance(parsed, str) and parsed.effect.channel == channel
+
+
+async def _perform_run(sink: Sink, actions: list[Action], stopping: asyncio.Future[None]) -> list[Outcome] | None:
+    if len(actions) == 1:
+        outcome = await perform_unless_stopped(sink, actions[0], stopping)
+        return None if outcome is None else [outcome]
+    return await perform_many_unless_stopped(cast(BatchSink, sink), actions, stopping)
+
+
+async def _done(sink: Sink, pool: asyncpg.Pool, message: Message, action: Action, outcome: Outcome) -> None:
+    """Count and log ``action``'s outcome; dead-letter a failure the sink wants an operator to see."""
+    channel = sink.channel
     metrics.deliveries.labels(channel, outcome).inc()
     logger.info("%s action_id=%s at %s@%s %s", channel, action.action_id, message.partition, message.offset, outcome)
-    if outcome == "failed" and sinks[channel].dead_letters_failures:
+    if outcome == "failed" and sink.dead_letters_failures:
         delivery = await queries.get_delivery(pool, action.action_id)
         reason = delivery.last_error if delivery is not None and delivery.last_error else "failed"
         await reject_message(message, "effect_failed", f"{channel} {action.action_id}: {reason}")
-    return True
 
 
-@app.agent(topics.actions, concurrency=1)
-async def perform_actions(stream: StreamT[bytes]) -> None:
-    stream.enable_acks = False  # acked below, once performed: see the module docstring
+actions_in = raw_channel(app, topics.actions)
+
+
+@app.task  # type: ignore[untyped-decorator]
+async def perform_actions() -> None:
+    """``actions``, a batch at a time (:mod:`streamapp.batches`): see the module docstring."""
     stopping = asyncio.ensure_future(app.wait_until_stopped())
     pool = await _pool()
     sinks: dict[str, Sink] = {}
     try:
         sinks = build_sinks(pool, settings)
-        async for event in stream.events():
-            try:
-                done = await _handle(event, sinks, pool, stopping)
-            except Exception as exc:
-                _hand_back(event.message)
-                logger.exception(
-                    "action at %s@%s handed back; stopping the worker", event.message.partition, event.message.offset
-                )
-                # Not re-raised: Faust would restart this agent, which would go on past the action.
-                await app.crash(exc)
-                return
-            except BaseException:  # cancelled: the worker is stopping
-                _hand_back(event.message)
-                raise
-            if not done:
-                _hand_back(event.message)
-                return
-            await stream.ack(event)
+        await run_batches(app, actions_in, functools.partial(perform_batch, sinks, pool, stopping))
     finally:
         stopping.cancel()
         for sink in sinks.values():

@@ -164,7 +164,9 @@ def _failed(result: Any) -> bool:
     return False
 
 
-Handler = Callable[[list[Message], Effects], Awaitable[None]]
+#: ``handle(messages, effects)``: None once every message is done; or how many were done (a prefix)
+#: when the worker began stopping, the rest to be handed back.
+Handler = Callable[[list[Message], Effects], Awaitable[int | None]]
 
 
 async def run_batches(app: faust.App, channel: RawChannel, handle: Handler, *, max_batch: int = MAX_BATCH) -> None:
@@ -172,8 +174,15 @@ async def run_batches(app: faust.App, channel: RawChannel, handle: Handler, *, m
 
     ``handle(messages, effects)`` processes the messages in order and adds their records to
     ``effects``; it may also await other sends (a dead letter, which it confirms itself). It runs
-    until cancelled (the worker stops); an exception from ``handle`` propagates, with the batch
-    handed back (unacked), and takes the worker down (``app.task`` crashes the app).
+    until cancelled (the worker stops), or until ``handle`` says it did only a prefix of a batch
+    (the worker is stopping: that prefix is acked, the rest handed back). An exception from
+    ``handle`` propagates, with the batch handed back, and takes the worker down (``app.task``
+    crashes the app).
+
+    Handing back leaves messages unacked, so their offsets are never committed here (a prefix of
+    each partition's messages is acked, never one behind an unacked one: faust-streaming #606),
+    and takes them out of what Faust's stop waits for (``Consumer.wait_empty`` waits for every
+    unacked message, without limit).
     """
     queue = channel.queue
     consumer: Any = app.consumer
@@ -187,17 +196,17 @@ async def run_batches(app: faust.App, channel: RawChannel, handle: Handler, *, m
             continue
         effects = Effects(app)
         try:
-            await handle(messages, effects)
+            done = await handle(messages, effects)
             await effects.confirm(f"a batch of {len(messages)} {messages[0].topic} messages")
-        except BaseException:
-            # Cancelled (the worker stops) or a bug: the batch is handed back, left unacked so its
-            # offsets are never committed here, and taken out of what Faust's stop waits for
-            # (``Consumer.wait_empty`` waits for every unacked message, without limit).
+        except BaseException:  # cancelled (the worker stops) or a bug
             consumer.unacked.difference_update(messages)
             raise
-        for message in messages:
+        for message in messages if done is None else messages[:done]:
             if message.ack(consumer):
                 sensors.on_message_out(message.tp, message.offset, message)
+        if done is not None:
+            consumer.unacked.difference_update(messages[done:])
+            return
 
 
 def _take(app: faust.App, consumer: Any, message: Message) -> bool:

@@ -3,42 +3,41 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import ClassVar
 
 from schemas.actions import Action, AlertEffect
-from streamapp.sinks.base import Outcome, Sink, effect_of
+from streamapp.sinks.base import BatchSink, Outcome, effect_of, outcomes_of
 
 logger = logging.getLogger(__name__)
 
 _INSERT = """
 INSERT INTO alerts (action_id, shop_id, customer_id, rule_id, text, occurred_at)
-VALUES ($1, $2, $3, $4, $5, $6)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
 ON CONFLICT (action_id) DO NOTHING
-RETURNING alert_id
+RETURNING action_id
 """
 
 
-class AlertSink(Sink):
-    """Shows an alert on the shop's dashboard: inserts it unless one exists for the action_id.
+class AlertSink(BatchSink):
+    """Shows alerts on the shop's dashboard: inserts one per action unless one exists for its action_id.
 
     Never returns ``"failed"``; a database error propagates.
     """
 
     channel: ClassVar[str] = "alert"
 
-    async def deliver(self, action: Action) -> Outcome:
-        effect = effect_of(action, AlertEffect)
-        alert_id = await self.pool.fetchval(
+    async def deliver_many(self, actions: Sequence[Action]) -> list[Outcome]:
+        effects = [effect_of(action, AlertEffect) for action in actions]
+        rows = await self.pool.fetch(
             _INSERT,
-            action.action_id,
-            action.shop_id,
-            action.customer_id,
-            action.rule_id,
-            effect.text,
-            action.occurred_at,
+            [action.action_id for action in actions],
+            [action.shop_id for action in actions],
+            [action.customer_id for action in actions],
+            [action.rule_id for action in actions],
+            [effect.text for effect in effects],
+            [action.occurred_at for action in actions],
         )
-        if alert_id is None:
-            logger.info("alert %s already shown", action.action_id)
-            return "duplicate"
-        logger.info("alert %s shown to shop %s", action.action_id, action.shop_id)
-        return "applied"
+        outcomes = outcomes_of(actions, {row["action_id"] for row in rows})
+        logger.info("showed %d of %d alerts (the others were already shown)", len(rows), len(actions))
+        return outcomes

@@ -27,6 +27,7 @@ caveat: a database outage surfaces as asyncpg's own exceptions, not as Retryable
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Self, TypeVar
 
@@ -80,6 +81,32 @@ class Sink(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027  # most sinks hold nothing to close
         """Release what the sink holds (an HTTP connection pool); a later delivery opens it again."""
+
+
+class BatchSink(Sink):
+    """A sink that performs many actions of its channel in one statement (:meth:`deliver_many`):
+    what the actions agent uses for a run of consecutive actions of that channel."""
+
+    @abc.abstractmethod
+    async def deliver_many(self, actions: Sequence[Action]) -> list[Outcome]:
+        """:meth:`deliver` of each of ``actions`` in one statement (so one transaction): their outcomes,
+        in order. An ``action_id`` twice in ``actions`` is applied once, at its first place."""
+
+    async def deliver(self, action: Action) -> Outcome:
+        return (await self.deliver_many([action]))[0]
+
+
+def outcomes_of(actions: Sequence[Action], applied: set[str]) -> list[Outcome]:
+    """The outcome of each of ``actions`` when the ids in ``applied`` were written now (each once, at
+    its first place in ``actions``) and every other one already had been."""
+    outcomes: list[Outcome] = []
+    for action in actions:
+        if action.action_id in applied:
+            applied.discard(action.action_id)
+            outcomes.append("applied")
+        else:
+            outcomes.append("duplicate")
+    return outcomes
 
 
 def effect_of(action: Action, kind: type[_E]) -> _E:

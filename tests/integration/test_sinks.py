@@ -178,6 +178,36 @@ async def test_alert_delivered_twice_is_one_alert(pool: asyncpg.Pool) -> None:
     assert await list_alerts(pool, "shop-2") == []
 
 
+async def test_a_run_of_credits_is_one_statement_each_applied_once(pool: asyncpg.Pool) -> None:
+    sink = LedgerSink(pool)
+    done = make_action(CreditEffect(amount_cents=100, currency="EUR", reason="done before"), customer_id="cust-run")
+    fresh = [
+        make_action(CreditEffect(amount_cents=1000 * n, currency="EUR", reason=f"run {n}"), customer_id="cust-run")
+        for n in (1, 2)
+    ]
+    assert await sink.deliver(done) == "applied"
+
+    # Redelivered inside one batch (twice), and one already in the ledger: applied once, at its first place.
+    outcomes = await sink.deliver_many([fresh[0], done, fresh[1], fresh[0]])
+
+    assert outcomes == ["applied", "duplicate", "applied", "duplicate"]
+    assert await ledger_balance(pool, "shop-1", "cust-run") == 3100
+    assert await sink.deliver_many(fresh) == ["duplicate", "duplicate"]
+
+
+async def test_a_run_of_alerts_is_one_statement_each_shown_once(pool: asyncpg.Pool) -> None:
+    sink = AlertSink(pool)
+    alerts = [make_action(AlertEffect(text=f"alert {n}"), customer_id="cust-alerts") for n in range(3)]
+
+    assert await sink.deliver_many([alerts[0], alerts[1], alerts[0]]) == ["applied", "applied", "duplicate"]
+    assert await sink.deliver_many(alerts) == ["duplicate", "duplicate", "applied"]
+
+    async with pool.acquire() as conn:
+        shown = {a.action_id: (a.text, a.occurred_at) for a in await list_alerts(conn, "shop-1")}
+    assert {action.action_id for action in alerts} <= set(shown)
+    assert shown[alerts[2].action_id] == ("alert 2", OCCURRED_AT)
+
+
 async def test_a_sink_refuses_another_channel(pool: asyncpg.Pool) -> None:
     with pytest.raises(ValueError, match="alert"):
         await LedgerSink(pool).deliver(make_action(AlertEffect(text="not money")))

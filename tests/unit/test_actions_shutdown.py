@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
+from faust.types import Message
 
-from agents.actions import perform_unless_stopped
-from schemas.actions import Action, AlertEffect, Lineage
+from agents.actions import perform_batch, perform_unless_stopped
+from schemas.actions import Action, AlertEffect, CreditEffect, Lineage
 from streamapp.errors import RetryableError
-from streamapp.sinks.base import Outcome, Sink
+from streamapp.sinks.base import BatchSink, Outcome, Sink
 
 GRACE = 0.3  # seconds: the tests' grace, so that they stay fast
 
@@ -122,3 +124,62 @@ async def test_cancelling_the_caller_cancels_the_delivery_and_waits_for_its_clea
     with pytest.raises(asyncio.CancelledError):
         await task
     assert sink.cancelled and sink.cleaned_up
+
+
+class RecordingBatchSink(BatchSink):
+    """Records each call: ("many", ids) or ("one", id); stops the worker after ``stop_after`` calls."""
+
+    def __init__(
+        self, channel: str, calls: list[tuple[str, Any]], stopping: asyncio.Future[None] | None = None
+    ) -> None:
+        self.channel = channel  # type: ignore[misc]  # one class, two channels in the test
+        self.calls = calls
+        self.stopping = stopping
+
+    async def deliver_many(self, actions: Sequence[Action]) -> list[Outcome]:
+        self.calls.append(("many" if len(actions) > 1 else "one", [a.action_id for a in actions]))
+        if self.stopping is not None and not self.stopping.done():
+            self.stopping.set_result(None)
+        return ["applied"] * len(actions)
+
+
+def action_of(channel: str, n: int) -> Action:
+    credit = CreditEffect(amount_cents=1, currency="EUR", reason="r")
+    effect = AlertEffect(text="hello") if channel == "alert" else credit
+    return alert_action().model_copy(update={"action_id": f"act-{n}", "effect": effect})
+
+
+def message_of(action: Action, offset: int) -> Message:
+    return Message("actions", 0, offset, 0.0, 0, [], action.action_id.encode(), action.model_dump_json().encode(), None)
+
+
+async def test_a_batch_performs_each_run_of_one_channel_in_one_statement_in_order() -> None:
+    calls: list[tuple[str, Any]] = []
+    sinks: dict[str, Sink] = {
+        "alert": RecordingBatchSink("alert", calls),
+        "credit": RecordingBatchSink("credit", calls),
+    }
+    channels = ["alert", "alert", "credit", "alert", "alert", "alert"]
+    messages = [message_of(action_of(channel, n), n) for n, channel in enumerate(channels)]
+    running: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    done = await perform_batch(sinks, None, running, messages, None)  # type: ignore[arg-type]
+
+    assert done is None
+    assert calls == [("many", ["act-0", "act-1"]), ("one", ["act-2"]), ("many", ["act-3", "act-4", "act-5"])]
+
+
+async def test_a_batch_stops_at_the_first_run_after_the_worker_began_stopping() -> None:
+    calls: list[tuple[str, Any]] = []
+    stopping: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    sinks: dict[str, Sink] = {
+        "alert": RecordingBatchSink("alert", calls, stopping),
+        "credit": RecordingBatchSink("credit", calls),
+    }
+    messages = [message_of(action_of(channel, n), n) for n, channel in enumerate(["alert", "alert", "credit", "alert"])]
+
+    done = await perform_batch(sinks, None, stopping, messages, None)  # type: ignore[arg-type]
+
+    # The first run was performed (the stop came during it); the rest is handed back.
+    assert done == 2
+    assert calls == [("many", ["act-0", "act-1"])]
