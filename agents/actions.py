@@ -189,12 +189,14 @@ async def perform_batch(
     messages: list[Message],
     effects: Effects,
 ) -> int | None:
-    """Perform (or dead-letter) the actions of ``messages``, in order; None once all are done, or how
-    many were done before the worker began stopping (the rest are handed back).
+    """Perform (or dead-letter) the actions of ``messages``; None once all are done, or how many
+    (a prefix) were done before the worker began stopping: the rest are handed back.
 
-    A run of consecutive actions of a :class:`~streamapp.sinks.base.BatchSink`'s channel (alerts,
-    credits) is performed in one statement; every other action one at a time. An unexpected
-    exception is logged with the action it stopped at and propagates: the batch is handed back.
+    A segment of consecutive actions of :class:`~streamapp.sinks.base.BatchSink` channels (alerts,
+    credits, interleaved as a payment's rules fire them) is performed as one statement per channel;
+    every other action alone, in order. A segment stopped halfway is handed back whole (what it did
+    is a duplicate to its next performer). An unexpected exception is logged with the action it
+    stopped at and propagates: the batch is handed back.
     """
     items = [(message, _parse(message, sinks)) for message in messages]
     index = 0
@@ -205,25 +207,21 @@ async def perform_batch(
                 await reject_message(message, "invalid_event", parsed)
                 index += 1
                 continue
-            sink = sinks[parsed.effect.channel]
             end = index + 1
-            if isinstance(sink, BatchSink):
-                while end < len(items) and _of_channel(items[end][1], sink.channel):
+            if isinstance(sinks[parsed.effect.channel], BatchSink):
+                while end < len(items) and _batched(items[end][1], sinks):
                     end += 1
-            run = [(item_message, cast(Action, action)) for item_message, action in items[index:end]]
-            outcomes = await _perform_run(sink, [action for _, action in run], stopping)
-            if outcomes is None:
-                for item_message, action in run:
+            segment = [(item_message, cast(Action, action)) for item_message, action in items[index:end]]
+            if not await _perform_segment(segment, sinks, pool, stopping):
+                for item_message, action in segment:
                     logger.warning(
                         "%s action_id=%s at %s@%s handed back: the worker is stopping",
-                        sink.channel,
+                        action.effect.channel,
                         action.action_id,
                         item_message.partition,
                         item_message.offset,
                     )
                 return index
-            for (item_message, action), outcome in zip(run, outcomes, strict=True):
-                await _done(sink, pool, item_message, action, outcome)
             index = end
     except Exception:
         logger.exception(
@@ -233,15 +231,34 @@ async def perform_batch(
     return None
 
 
-def _of_channel(parsed: Action | str, channel: str) -> bool:
-    return not isinstance(parsed, str) and parsed.effect.channel == channel
+def _batched(parsed: Action | str, sinks: Mapping[str, Sink]) -> bool:
+    return not isinstance(parsed, str) and isinstance(sinks[parsed.effect.channel], BatchSink)
 
 
-async def _perform_run(sink: Sink, actions: list[Action], stopping: asyncio.Future[None]) -> list[Outcome] | None:
-    if len(actions) == 1:
-        outcome = await perform_unless_stopped(sink, actions[0], stopping)
-        return None if outcome is None else [outcome]
-    return await perform_many_unless_stopped(cast(BatchSink, sink), actions, stopping)
+async def _perform_segment(
+    segment: list[tuple[Message, Action]], sinks: Mapping[str, Sink], pool: asyncpg.Pool, stopping: asyncio.Future[None]
+) -> bool:
+    """Perform ``segment``, one channel at a time; False if the worker began stopping first."""
+    by_channel: dict[str, list[tuple[Message, Action]]] = {}
+    for message, action in segment:
+        by_channel.setdefault(action.effect.channel, []).append((message, action))
+    performed: list[tuple[Sink, Message, Action, Outcome]] = []
+    for channel, run in by_channel.items():
+        sink = sinks[channel]
+        actions = [action for _, action in run]
+        if len(actions) == 1:
+            outcome = await perform_unless_stopped(sink, actions[0], stopping)
+            outcomes = None if outcome is None else [outcome]
+        else:
+            outcomes = await perform_many_unless_stopped(cast(BatchSink, sink), actions, stopping)
+        if outcomes is None:
+            return False
+        performed.extend(
+            (sink, message, action, outcome) for (message, action), outcome in zip(run, outcomes, strict=True)
+        )
+    for sink, message, action, outcome in performed:
+        await _done(sink, pool, message, action, outcome)
+    return True
 
 
 async def _done(sink: Sink, pool: asyncpg.Pool, message: Message, action: Action, outcome: Outcome) -> None:

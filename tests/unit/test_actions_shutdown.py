@@ -153,33 +153,34 @@ def message_of(action: Action, offset: int) -> Message:
     return Message("actions", 0, offset, 0.0, 0, [], action.action_id.encode(), action.model_dump_json().encode(), None)
 
 
-async def test_a_batch_performs_each_run_of_one_channel_in_one_statement_in_order() -> None:
+async def test_a_batch_performs_a_segment_of_alerts_and_credits_as_one_statement_per_channel() -> None:
     calls: list[tuple[str, Any]] = []
     sinks: dict[str, Sink] = {
         "alert": RecordingBatchSink("alert", calls),
         "credit": RecordingBatchSink("credit", calls),
     }
-    channels = ["alert", "alert", "credit", "alert", "alert", "alert"]
+    channels = ["alert", "credit", "alert", "credit", "alert"]
     messages = [message_of(action_of(channel, n), n) for n, channel in enumerate(channels)]
     running: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     done = await perform_batch(sinks, None, running, messages, None)  # type: ignore[arg-type]
 
     assert done is None
-    assert calls == [("many", ["act-0", "act-1"]), ("one", ["act-2"]), ("many", ["act-3", "act-4", "act-5"])]
+    assert calls == [("many", ["act-0", "act-2", "act-4"]), ("many", ["act-1", "act-3"])]
 
 
-async def test_a_batch_stops_at_the_first_run_after_the_worker_began_stopping() -> None:
+async def test_a_batch_stopped_halfway_through_a_segment_hands_the_whole_segment_back() -> None:
     calls: list[tuple[str, Any]] = []
     stopping: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     sinks: dict[str, Sink] = {
         "alert": RecordingBatchSink("alert", calls, stopping),
         "credit": RecordingBatchSink("credit", calls),
     }
-    messages = [message_of(action_of(channel, n), n) for n, channel in enumerate(["alert", "alert", "credit", "alert"])]
+    messages = [message_of(action_of(channel, n), n) for n, channel in enumerate(["alert", "alert", "credit"])]
 
     done = await perform_batch(sinks, None, stopping, messages, None)  # type: ignore[arg-type]
 
-    # The first run was performed (the stop came during it); the rest is handed back.
-    assert done == 2
+    # The alerts were performed (the stop came during them); the credits were not started, so the
+    # segment is handed back whole: its next performer finds the alerts done (duplicates).
+    assert done == 0
     assert calls == [("many", ["act-0", "act-1"])]
