@@ -1,12 +1,12 @@
-"""Workarounds for faust-streaming bugs that lose messages; applied once by the app factory.
+"""Workarounds for faust-streaming bugs that lose or hold back messages; applied once by the app factory.
 
 The first seven concern how a worker (re)starts consuming its stream partitions after a
-rebalance; the eighth, how a crashed worker stops. The first three were found by
-``tests/integration/test_worker_crash.py``: a worker replacing a SIGKILLed one skipped a dozen
-actions per partition. Faust's consumer advances its ``_read_offset`` for a message even when it did not deliver
-it (flow suspended), and then drops any re-fetched message below that offset
-("DROPPED MESSAGE ROFF", logged only at dev level). Related upstream reports:
-faust-streaming #216 and #221, whose fixes do not cover these paths.
+rebalance; the eighth, how a crashed worker stops; the ninth, how long a message can wait to be
+fetched. The first three were found by ``tests/integration/test_worker_crash.py``: a worker
+replacing a SIGKILLed one skipped a dozen actions per partition. Faust's consumer advances its
+``_read_offset`` for a message even when it did not deliver it (flow suspended), and then drops
+any re-fetched message below that offset ("DROPPED MESSAGE ROFF", logged only at dev level).
+Related upstream reports: faust-streaming #216 and #221, whose fixes do not cover these paths.
 
 **1. Stream partitions fetched before recovery starts.**
 On a rebalance, ``Consumer.on_partitions_assigned`` marks every assigned partition
@@ -15,11 +15,7 @@ resumes stream partitions once table recovery has sought them to their committed
 offsets. In that window the fetcher pulls stream partitions from wherever aiokafka
 positioned them. That stale batch is still being drained when the recovery seek
 resets ``_read_offset``; draining it pushes ``_read_offset`` forward again, and the
-messages re-fetched after the seek fall below it and are dropped ("DROPPED MESSAGE
-ROFF", logged only at dev level). The related upstream reports are
-faust-streaming #216 and #221; their fixes do not cover this path.
-``tests/integration/test_worker_crash.py`` reproduced it: a worker replacing a
-SIGKILLed one skipped a dozen actions per partition.
+messages re-fetched after the seek fall below it and are dropped.
 
 The fix: newly assigned partitions start paused. Nothing is fetched for them until
 recovery resumes them: changelogs to rebuild tables, stream partitions at the end
@@ -131,22 +127,18 @@ so in 2 of 12 runs on a loaded machine (a stack dump: main thread idle, no consu
 The fix: once the consumer thread has crashed, a commit is skipped (logged), not queued. Nothing
 is lost: the next owner reprocesses from the last commit, and the sinks drop the duplicates.
 
-**The guard.** Each fix wraps a method and relies on what that method and its neighbours do
-inside, so it holds only for the versions it was verified with. ``apply()`` refuses to start
-(:class:`~streamapp.errors.UnverifiedDependencyError`) when faust-streaming, mode-streaming or
-aiokafka is not the version in :data:`VERIFIED_VERSIONS`, unless ``STREAMAPP_ALLOW_UNVERIFIED_FAUST``
-is set (for testing an upgrade: a WARNING then names each mismatch). Each fix also checks the
-parameters of the method it wraps; a changed signature is refused even with the override: the
-wrapper would call it wrongly, or not be called as it expects.
+**9. A message waits out a fetch's long poll (1.5 s, hard-coded by Faust).** aiokafka keeps one
+fetch in flight per broker, for the partitions with nothing buffered; a partition drained meanwhile
+waits for that long poll to end before it is fetched again, and so does a message arriving there
+(the pipeline bench: p99 about 1.6 s from payment to action at any rate). The fix: the worker's
+consumer long-polls :data:`FETCH_MAX_WAIT_MS` (an idle worker fetches that often per broker).
+
+The guard (versions and signatures) is :mod:`streamapp.faust_guard`'s.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.metadata
-import inspect
 import logging
-from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -158,70 +150,15 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 
 from streamapp.errors import UnverifiedDependencyError
+from streamapp.faust_guard import OVERRIDE, Method, patch, version_mismatches
 
 logger = logging.getLogger(__name__)
-
-#: Set on every installed wrapper, so that ``apply()`` installs each one once.
-_APPLIED = "_streamapp_faust_fix"
-
-_Method = Callable[..., Any]
-
-#: The versions every workaround was written for and verified with (``constraints.txt`` pins the same).
-VERIFIED_VERSIONS = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka": "0.14.0"}
-
-#: The setting (``Settings.allow_unverified_faust``) that lets a worker start on other versions.
-OVERRIDE = "STREAMAPP_ALLOW_UNVERIFIED_FAUST"
-
-
-def _version_mismatches() -> list[str]:
-    """``"<package> <installed> installed, <tested> tested"`` for each package not at its verified version."""
-    mismatches = []
-    for package, tested in VERIFIED_VERSIONS.items():
-        try:
-            found = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            found = "(not installed)"
-        if found != tested:
-            mismatches.append(f"{package} {found} installed, {tested} tested")
-    return mismatches
-
-
-def _shape(method: Callable[..., Any]) -> str:
-    """The parameter names and kinds of ``method``, as ``async (self, a, *args, b, **kwargs)``."""
-    signature = inspect.signature(method)  # an installed wrapper reports its original's (__wrapped__)
-    bare = [
-        parameter.replace(annotation=inspect.Parameter.empty, default=inspect.Parameter.empty)
-        for parameter in signature.parameters.values()
-    ]
-    text = str(signature.replace(parameters=bare, return_annotation=inspect.Signature.empty))
-    return f"async {text}" if inspect.iscoroutinefunction(method) else text
-
-
-def _patch(owner: type, name: str, wrap: Callable[[_Method], _Method], what: str, written_for: str) -> None:
-    """Replace ``owner.name`` by ``wrap(original)``, once: a second call finds the mark and does nothing.
-
-    ``written_for`` is the shape (see :func:`_shape`) of the method the fix was written for; another
-    one raises UnverifiedDependencyError naming the method, and nothing is replaced.
-    """
-    original: _Method = getattr(owner, name)
-    if getattr(original, _APPLIED, False):
-        return
-    found = _shape(original)
-    if found != written_for:
-        raise UnverifiedDependencyError(
-            f"the Faust workaround '{what}' cannot be applied: it wraps {owner.__module__}.{owner.__qualname__}."
-            f"{name} {written_for}, and the installed one is {found}"
-        )
-    wrapper = functools.wraps(original)(wrap(original))
-    setattr(wrapper, _APPLIED, True)
-    setattr(owner, name, wrapper)
-    logger.debug("faust fix applied: %s", what)
 
 
 def start_assigned_partitions_paused() -> None:
     """Make ``Consumer.on_partitions_assigned`` leave newly assigned partitions paused (idempotent)."""
 
-    def wrap(original: _Method) -> _Method:
+    def wrap(original: Method) -> Method:
         async def on_partitions_assigned(self: Consumer, assigned: Any, *args: Any, **kwargs: Any) -> None:
             # Paused before the original computes the active set (assigned minus paused).
             self._paused_partitions.update(assigned)
@@ -230,7 +167,7 @@ def start_assigned_partitions_paused() -> None:
         return on_partitions_assigned
 
     what = "assigned partitions start paused"
-    _patch(Consumer, "on_partitions_assigned", wrap, what, "async (self, assigned, generation_id)")
+    patch(Consumer, "on_partitions_assigned", wrap, what, "async (self, assigned, generation_id)")
 
 
 #: The stream-partition resumes held back by the recovery call running in this context (task).
@@ -253,7 +190,7 @@ def _install_hold(consumer: Any) -> None:
     consumer.resume_partitions = resume_partitions
 
 
-def hold_stream_resumes(original: _Method) -> _Method:
+def hold_stream_resumes(original: Method) -> Method:
     """Wrap a recovery call so the stream-partition resumes it makes happen after it returns, or never
     (if it was cancelled, failed, or a new rebalance began meanwhile)."""
 
@@ -289,13 +226,13 @@ def resume_streams_after_seek_and_flow() -> None:
     """Hold back stream-partition resumes in recovery until seek and flow are done (idempotent)."""
     for name in ("on_recovery_completed", "_resume_streams"):
         what = f"{name} resumes stream partitions after its seek"
-        _patch(Recovery, name, hold_stream_resumes, what, "async (self, generation_id)")
+        patch(Recovery, name, hold_stream_resumes, what, "async (self, generation_id)")
 
 
 def fetch_only_partitions_active_when_issued() -> None:
     """Give the consumer thread a snapshot of the active partitions, not the live set (idempotent)."""
 
-    def wrap(original: _Method) -> _Method:
+    def wrap(original: Method) -> Method:
         async def _getmany(self: ThreadDelegateConsumer, active_partitions: Any, timeout: float) -> Any:
             if active_partitions is None:  # a client-only app: every partition, as before
                 return await original(self, None, timeout)
@@ -307,14 +244,14 @@ def fetch_only_partitions_active_when_issued() -> None:
         return _getmany
 
     what = "fetches drain only partitions active when issued"
-    _patch(ThreadDelegateConsumer, "_getmany", wrap, what, "async (self, active_partitions, timeout)")
+    patch(ThreadDelegateConsumer, "_getmany", wrap, what, "async (self, active_partitions, timeout)")
 
 
 def seek_uncommitted_stream_partitions_to_start() -> None:
     """Make the seek to committed offsets also move never-committed stream partitions to their start
     (idempotent)."""
 
-    def wrap(original: _Method) -> _Method:
+    def wrap(original: Method) -> Method:
         async def seek_to_committed(self: ThreadDelegateConsumer) -> Any:
             committed = await original(self)
             is_changelog = self._is_changelog_tp
@@ -329,14 +266,14 @@ def seek_uncommitted_stream_partitions_to_start() -> None:
         return seek_to_committed
 
     what = "never-committed stream partitions sought to start"
-    _patch(ThreadDelegateConsumer, "seek_to_committed", wrap, what, "async (self)")
+    patch(ThreadDelegateConsumer, "seek_to_committed", wrap, what, "async (self)")
 
 
 def restart_recovery_passes_outlived_by_a_rebalance() -> None:
     """Make a recovery seek to offsets a newer rebalance registered but never built restart the pass
     (idempotent)."""
 
-    def wrap(original: _Method) -> _Method:
+    def wrap(original: Method) -> Method:
         async def _seek_offsets(self: Recovery, consumer: Any, tps: Any, offsets: Any, title: str) -> None:
             unbuilt = sorted(tp for tp in tps if offsets.get(tp, 0) is None)
             if unbuilt:
@@ -347,14 +284,14 @@ def restart_recovery_passes_outlived_by_a_rebalance() -> None:
         return _seek_offsets
 
     what = "a recovery pass outlived by a rebalance restarts"
-    _patch(Recovery, "_seek_offsets", wrap, what, "async (self, consumer, tps, offsets, title)")
+    patch(Recovery, "_seek_offsets", wrap, what, "async (self, consumer, tps, offsets, title)")
 
 
 def put_back_fetches_that_outlived_their_assignment() -> None:
     """Make a fetch whose assignment changed while it waited return nothing and put back what it
     drained (idempotent)."""
 
-    def wrap(original: _Method) -> _Method:
+    def wrap(original: Method) -> Method:
         async def _fetch_records(self: AIOKafkaConsumerThread, consumer: Any, *args: Any, **kwargs: Any) -> Any:
             subscriptions = consumer._fetcher._subscriptions
             issued_under = _assignment(subscriptions)
@@ -376,14 +313,14 @@ def put_back_fetches_that_outlived_their_assignment() -> None:
 
     what = "fetches that outlived their assignment put back"
     expected = "async (self, consumer, active_partitions, timeout, max_records)"
-    _patch(AIOKafkaConsumerThread, "_fetch_records", wrap, what, expected)
+    patch(AIOKafkaConsumerThread, "_fetch_records", wrap, what, expected)
 
 
 def skip_event_path_checks_of_partitions_without_a_position() -> None:
     """Make the livelock detector's ``verify_event_path`` skip a partition awaiting its offset reset
     instead of crashing on aiokafka's position assertion (idempotent)."""
 
-    def wrap(original: _Method) -> _Method:
+    def wrap(original: Method) -> Method:
         def verify_event_path(self: AIOKafkaConsumerThread, now: float, tp: TP) -> None:
             assignment = _assignment(self._ensure_consumer()._fetcher._subscriptions)
             state = None if assignment is None else assignment.state_value(TopicPartition(tp.topic, tp.partition))
@@ -395,14 +332,14 @@ def skip_event_path_checks_of_partitions_without_a_position() -> None:
         return verify_event_path
 
     what = "the livelock check skips partitions without a position"
-    _patch(AIOKafkaConsumerThread, "verify_event_path", wrap, what, "(self, now, tp)")
+    patch(AIOKafkaConsumerThread, "verify_event_path", wrap, what, "(self, now, tp)")
 
 
 def skip_commits_of_a_crashed_consumer_thread() -> None:
     """Make ``AIOKafkaConsumerThread.commit`` return False, without queueing the call to the consumer
     thread, once that thread's service has crashed (idempotent): see fix 8."""
 
-    def wrap(original: _Method) -> _Method:
+    def wrap(original: Method) -> Method:
         async def commit(self: AIOKafkaConsumerThread, offsets: Any) -> bool:
             if self._crashed.is_set():
                 logger.warning("commit of %d partition(s) skipped: the consumer thread crashed", len(offsets))
@@ -412,7 +349,27 @@ def skip_commits_of_a_crashed_consumer_thread() -> None:
         return commit
 
     what = "commits skipped once the consumer thread crashed"
-    _patch(AIOKafkaConsumerThread, "commit", wrap, what, "async (self, offsets)")
+    patch(AIOKafkaConsumerThread, "commit", wrap, what, "async (self, offsets)")
+
+
+#: How long a worker's fetch waits at the broker for data (fix 9); Faust's hard-coded value is 1500.
+FETCH_MAX_WAIT_MS = 50
+
+
+def shorten_the_fetch_long_poll() -> None:
+    """Make ``AIOKafkaConsumerThread._create_worker_consumer`` give the consumer it creates a
+    long poll of :data:`FETCH_MAX_WAIT_MS` (idempotent): see fix 9."""
+
+    def wrap(original: Method) -> Method:
+        def create(self: AIOKafkaConsumerThread, transport: Any) -> Any:
+            consumer = original(self, transport)
+            consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when it starts: its fetcher is built then
+            return consumer
+
+        return create
+
+    what = f"a fetch long-polls {FETCH_MAX_WAIT_MS} ms, not 1500"
+    patch(AIOKafkaConsumerThread, "_create_worker_consumer", wrap, what, "(self, transport)")
 
 
 def _assignment(subscriptions: Any) -> Any:
@@ -428,7 +385,7 @@ def apply(*, allow_unverified: bool = False) -> None:
     mismatch is logged as a WARNING and the workarounds are applied all the same. A wrapped method
     whose signature changed is refused whatever ``allow_unverified`` says.
     """
-    mismatches = _version_mismatches()
+    mismatches = version_mismatches()
     if mismatches and not allow_unverified:
         raise UnverifiedDependencyError(
             "the Faust workarounds (streamapp/faust_fixes.py) were verified with other versions: "
@@ -447,3 +404,4 @@ def apply(*, allow_unverified: bool = False) -> None:
     put_back_fetches_that_outlived_their_assignment()
     skip_event_path_checks_of_partitions_without_a_position()
     skip_commits_of_a_crashed_consumer_thread()
+    shorten_the_fetch_long_poll()

@@ -25,7 +25,7 @@ from faust.transport.consumer import Consumer, ThreadDelegateConsumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 
-from streamapp import faust_fixes
+from streamapp import faust_fixes, faust_guard
 from streamapp.errors import ConfigurationError, UnverifiedDependencyError
 from streamapp.factory import create_app
 from streamapp.settings import Settings
@@ -234,7 +234,7 @@ def test_the_verified_versions_are_the_pins_of_constraints() -> None:
     # Bumping a pin means verifying the workarounds again against the new version, then this table.
     constraints = (Path(__file__).parents[2] / "constraints.txt").read_text()
     pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", constraints, re.MULTILINE))
-    assert {package: pins.get(package) for package in faust_fixes.VERIFIED_VERSIONS} == faust_fixes.VERIFIED_VERSIONS
+    assert {package: pins.get(package) for package in faust_guard.VERIFIED_VERSIONS} == faust_guard.VERIFIED_VERSIONS
 
 
 @pytest.fixture
@@ -377,3 +377,10 @@ async def test_the_livelock_check_still_checks_a_partition_with_a_position() -> 
     thread = _LivelockThread(state)
     AIOKafkaConsumerThread.verify_event_path(thread, 0.0, TP("payments", 0))
     assert thread.checked == [TP("payments", 0)]
+
+
+async def test_the_worker_consumer_long_polls_briefly() -> None:
+    faust_fixes.apply()
+    app = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9"), autodiscover=False)
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)  # built, never started
+    assert consumer._fetch_max_wait_ms == faust_fixes.FETCH_MAX_WAIT_MS == 50
