@@ -15,7 +15,7 @@ Two consumers, each alone on its input, because each updates a table or emits me
    ``streamapp_payments_rekeyed``. ``invoice.sent`` and ``invoice.paid`` go to the automation
    catalog (``judge_catalog_event``), and every invoice event is re-keyed by invoice onto
    ``<app_id>-invoices`` (``agents/invoices.py``).
-2. ``count_orders``, a Faust agent, counts the re-keyed payments.
+2. ``count_orders``, a batch path too, counts the re-keyed payments.
 
 Both count a customer's distinct paid orders in the changelog-backed ``order-counts`` table
 (its values fenced on both source topics: :mod:`streamapp.tables`) and publish the actions of
@@ -24,8 +24,9 @@ the rules that fire.
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka.partitioner import murmur2
-from faust import StreamT
 from faust.types import Message
 from pydantic import TypeAdapter
 
@@ -40,7 +41,7 @@ from schemas.events import (
     PaymentSucceeded,
 )
 from schemas.internal import RoutedInvoice, RoutedPayment
-from streamapp.agent_steps import action_record, decode_or_dead_letter, judge_catalog_event, publish, wait_for_config
+from streamapp.agent_steps import action_record, decode_or_dead_letter, judge_catalog_event, wait_for_config
 from streamapp.app import app, runtime
 from streamapp.batches import Effects, raw_channel, run_batches
 from streamapp.rules.invoice_schedule import invoice_key
@@ -65,6 +66,13 @@ topics = runtime.topics
 #: ``<shop_id>:<customer_id>`` -> ``{"count": n}``, and ``<shop_id>:<customer_id>/<order_id>`` -> the order's
 #: marker ``{"event_id": e, "count": n}`` (see :mod:`streamapp.rules.order_count`).
 order_counts = fenced_table(app, "order-counts", partitions=runtime.settings.topic_partitions)
+#: Held by a batch that writes ``order-counts`` from its first write until its records are confirmed
+#: (:func:`streamapp.batches.run_batches`), so that neither consumer ever reads the other's writes
+#: before they are on the changelog: the changelog stays a prefix of the writes, and a restore never
+#: holds a count without the markers (or the earlier counts) it was built on. Without it, a worker
+#: killed between the two confirmations lost a credit: a re-keyed payment counted on top of a batch
+#: whose records never reached the broker, and the replay counted that batch's orders again.
+order_counts_writes = asyncio.Lock()
 
 
 payments_in = raw_channel(app, topics.payments)
@@ -73,7 +81,7 @@ payments_in = raw_channel(app, topics.payments)
 @app.task  # type: ignore[untyped-decorator]
 async def route_payments() -> None:
     """``payments``, a batch at a time (:mod:`streamapp.batches`: acked once its effects are confirmed)."""
-    await run_batches(app, payments_in, _route_batch)
+    await run_batches(app, payments_in, _route_batch, lock=order_counts_writes)
 
 
 async def _route_batch(messages: list[Message], effects: Effects) -> None:
@@ -102,7 +110,8 @@ def _counted_here(message: Message, event: PaymentSucceeded) -> bool:
 
 
 async def _count_in_batch(message: Message, event: PaymentSucceeded, lineage: Lineage, effects: Effects) -> None:
-    """:func:`_count`, with the table's changelog records and the actions added to the batch's ``effects``."""
+    """Count ``event`` on its customer's partition (``message``'s) and decide the rules that fire: the
+    table's changelog records and the actions go to the batch's ``effects``."""
     counted = apply_payment(order_counts.data.get, event)
     for key, state in counted.writes:
         effects.add(order_counts.write(message, key, state))
@@ -135,21 +144,20 @@ def customer_partition(key: bytes, partitions: int) -> int:
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-@app.agent(topics.payments_by_customer, concurrency=1)
-async def count_orders(stream: StreamT[bytes]) -> None:
-    async for value in stream:
-        routed = RoutedPayment.model_validate_json(value)
-        await _count(routed.event, routed.lineage)
+rekeyed_in = raw_channel(app, topics.payments_by_customer)
 
 
-async def _count(event: PaymentSucceeded, lineage: Lineage) -> None:
-    """Count ``event`` on its customer's partition (the message being processed is on it) and
-    publish the actions of the rules that fire."""
-    counted = apply_payment(order_counts.get, event)
-    for key, state in counted.writes:
-        order_counts[key] = state
-    if counted.count is None:
-        return
-    await wait_for_config(event.occurred_at, f"event_id={event.event_id}")
-    for action in decide(event, counted.count, runtime.shop_config.store.view(event.shop_id), lineage):
-        await publish(action)
+@app.task  # type: ignore[untyped-decorator]
+async def count_orders() -> None:
+    """The re-keyed payments, a batch at a time, counted as ``route_payments`` counts (one table lock)."""
+    await run_batches(app, rekeyed_in, _count_batch, lock=order_counts_writes)
+
+
+async def _count_batch(messages: list[Message], effects: Effects) -> None:
+    # Internal input, written by route_payments: a value that is not a RoutedPayment is a bug, which
+    # raises and stops the worker with the batch handed back.
+    routed = [(message, RoutedPayment.model_validate_json(message.value or b"")) for message in messages]
+    latest = max((payment.event for _, payment in routed), key=lambda event: event.occurred_at)
+    await wait_for_config(latest.occurred_at, f"event_id={latest.event_id} (and the events before it)")
+    for message, payment in routed:
+        await _count_in_batch(message, payment.event, payment.lineage, effects)

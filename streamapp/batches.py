@@ -25,6 +25,7 @@ A message taken is tracked as unacked, so a rebalance waits for its batch to fin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -169,7 +170,14 @@ def _failed(result: Any) -> bool:
 Handler = Callable[[list[Message], Effects], Awaitable[int | None]]
 
 
-async def run_batches(app: faust.App, channel: RawChannel, handle: Handler, *, max_batch: int = MAX_BATCH) -> None:
+async def run_batches(
+    app: faust.App,
+    channel: RawChannel,
+    handle: Handler,
+    *,
+    lock: asyncio.Lock | None = None,
+    max_batch: int = MAX_BATCH,
+) -> None:
     """Take ``channel``'s messages a batch at a time, ``handle`` each batch, confirm its effects and ack it.
 
     ``handle(messages, effects)`` processes the messages in order and adds their records to
@@ -183,6 +191,10 @@ async def run_batches(app: faust.App, channel: RawChannel, handle: Handler, *, m
     each partition's messages is acked, never one behind an unacked one: faust-streaming #606),
     and takes them out of what Faust's stop waits for (``Consumer.wait_empty`` waits for every
     unacked message, without limit).
+
+    ``lock``, when given, is held from ``handle`` until the batch's records are confirmed: batch
+    paths that write one table share it, so that none reads another's writes before they are on the
+    changelog (a table's changelog must stay a prefix of its writes: a restore rebuilds from it).
     """
     queue = channel.queue
     consumer: Any = app.consumer
@@ -196,8 +208,9 @@ async def run_batches(app: faust.App, channel: RawChannel, handle: Handler, *, m
             continue
         effects = Effects(app)
         try:
-            done = await handle(messages, effects)
-            await effects.confirm(f"a batch of {len(messages)} {messages[0].topic} messages")
+            async with lock or contextlib.nullcontext():
+                done = await handle(messages, effects)
+                await effects.confirm(f"a batch of {len(messages)} {messages[0].topic} messages")
         except BaseException:  # cancelled (the worker stops) or a bug
             consumer.unacked.difference_update(messages)
             raise

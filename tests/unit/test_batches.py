@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError
+from faust.types import Message
 
 from streamapp import batches
 from streamapp.batches import Effects, Record
@@ -145,3 +146,62 @@ def test_a_failure_that_is_not_a_send_failure_is_raised() -> None:
     effects.add(Record("actions", b"ab", b"x"))
     with pytest.raises(ZeroDivisionError):
         asyncio.run(effects.confirm("test"))
+
+
+class HeldProducer(Producer):
+    """Every record batch it is given stays unconfirmed until the test resolves its future."""
+
+    def __init__(self) -> None:
+        super().__init__(capacity=10)
+        self.held: list[asyncio.Future[Any]] = []
+
+    def _done(self, topic: str, partition: int, records: list[Any]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.held.append(future)
+        self.sent.append((topic, partition, list(records)))
+        return future
+
+
+def fake_app(producer: Producer) -> Any:
+    return SimpleNamespace(
+        flow_control=SimpleNamespace(is_active=lambda: True),
+        consumer_generation_id=None,
+        topics=SimpleNamespace(acking_topics=set()),
+        consumer=SimpleNamespace(unacked=set()),
+        sensors=SimpleNamespace(on_message_in=lambda *a: None, on_message_out=lambda *a: None),
+        producer=SimpleNamespace(_ensure_producer=lambda: producer),
+    )
+
+
+async def test_batch_paths_sharing_a_lock_never_read_each_others_unconfirmed_writes() -> None:
+    """One table written by two batch paths: the second may not start a batch while the first's
+    records are unconfirmed (its changelog would stop being a prefix of the table's writes)."""
+    producer = HeldProducer()
+    app = fake_app(producer)
+    lock = asyncio.Lock()
+    first, second = SimpleNamespace(queue=asyncio.Queue()), SimpleNamespace(queue=asyncio.Queue())
+    handled: list[str] = []
+
+    async def write(messages: list[Message], effects: Effects) -> None:
+        handled.append(messages[0].topic)
+        effects.add(Record("changelog", b"k", messages[0].value, partition=0))
+
+    tasks = [asyncio.create_task(batches.run_batches(app, channel, write, lock=lock)) for channel in (first, second)]
+    try:
+        first.queue.put_nowait(Message("payments", 0, 1, 0.0, 0, [], b"k", b"1", None))
+        while not producer.held:
+            await asyncio.sleep(0)
+        second.queue.put_nowait(Message("payments-by-customer", 0, 1, 0.0, 0, [], b"k", b"2", None))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert handled == ["payments"], "the second path ran while the first's records were unconfirmed"
+
+        tp = SimpleNamespace(topic="changelog", partition=0)
+        producer.held[0].set_result(SimpleNamespace(offset=0, topic_partition=tp))
+        while len(handled) < 2:
+            await asyncio.sleep(0)
+        assert handled == ["payments", "payments-by-customer"]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
